@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from encoders import EmbeddingCache, TextEncoder
+    from encoders.text import fp32_load_kwargs
 
     texts, plots, ids = load_ml1m_texts(args.data_dir)
     if args.limit is not None:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     print("machine:", machine_info(enc.device))
     tok = AutoTokenizer.from_pretrained(str(enc.model_path), local_files_only=True)
-    bare_model = AutoModel.from_pretrained(str(enc.model_path), local_files_only=True, dtype=torch.float32)
+    bare_model = AutoModel.from_pretrained(str(enc.model_path), local_files_only=True, **fp32_load_kwargs())
     bare_model = bare_model.to(enc.device).eval()
     if enc.device.type == "cuda" and enc.precision != "fp32":
         dt = torch.bfloat16 if enc.precision == "bf16" else torch.float16

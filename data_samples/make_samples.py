@@ -1146,7 +1146,16 @@ def main() -> None:
     write_csv(OUT / "interactions.csv", INTERACTION_COLUMNS, interactions)
 
     ttl, n_triples = make_turtle(authors, items, new_items, quality, pk)
-    write_text(OUT / "triples.ttl", ttl)
+    # Facts about the new books travel with them (new_triples.ttl): a triple may only name an
+    # item the graph already has, so they are ingested after new_items.csv.
+    new_refs = tuple(f"item:{b['item_id']} " for b in new_items)
+    lines = ttl.splitlines()
+    is_new = [ln.startswith(new_refs) for ln in lines]
+    head = [ln for ln in lines if ln.startswith("@prefix")]
+    write_text(OUT / "triples.ttl", "\n".join(ln for ln, n in zip(lines, is_new) if not n) + "\n")
+    write_text(OUT / "new_triples.ttl", "\n".join(
+        ["# Knowledge-graph facts about the books in new_items.csv (ingest after them).", ""] + head + [""]
+        + [ln for ln, n in zip(lines, is_new) if n]) + "\n")
     write_csv(OUT / "triples.csv", ["head", "relation", "tail", "head_type", "tail_type"],
               make_triple_table(authors, items))
     make_bad_files(interactions, items)

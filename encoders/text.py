@@ -101,6 +101,20 @@ def _model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+def fp32_load_kwargs() -> dict:
+    """``from_pretrained`` kwargs forcing fp32 weights on any supported transformers version.
+
+    transformers >= 4.56 calls the argument ``dtype`` (and 5.x defaults to the checkpoint's
+    dtype); older releases only know ``torch_dtype``.
+    """
+    import torch
+    import transformers
+    from packaging.version import Version
+
+    key = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+    return {key: torch.float32}
+
+
 def _available_cpus() -> int:
     """CPUs this process may actually use (affinity mask and cgroup v2 quota)."""
     try:
@@ -212,7 +226,7 @@ class TextEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
             # Weights stay fp32; reduced precision comes only from autocast on CUDA.
-            self.model = AutoModel.from_pretrained(str(self.model_path), local_files_only=True, dtype=torch.float32)
+            self.model = AutoModel.from_pretrained(str(self.model_path), local_files_only=True, **fp32_load_kwargs())
         finally:
             if not show_progress and bar_was_on:
                 hf_logging.enable_progress_bar()

@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from encoders import EmbeddingCache, TextEncoder, resolve_device  # noqa: E402
 from encoders.cache import text_hash  # noqa: E402
-from encoders.text import default_model_path  # noqa: E402
+from encoders.text import default_model_path, fp32_load_kwargs  # noqa: E402
 
 try:
     MODEL_DIR = default_model_path()
@@ -54,7 +54,7 @@ def enc() -> TextEncoder:
 @pytest.fixture(scope="module")
 def bare():
     tok = transformers.AutoTokenizer.from_pretrained(str(MODEL_DIR), local_files_only=True)
-    model = transformers.AutoModel.from_pretrained(str(MODEL_DIR), local_files_only=True, dtype=torch.float32).eval()
+    model = transformers.AutoModel.from_pretrained(str(MODEL_DIR), local_files_only=True, **fp32_load_kwargs()).eval()
     return tok, model
 
 
