@@ -199,6 +199,15 @@ def cmd_compact(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(a: argparse.Namespace) -> int:
+    from kg import KnowledgeGraph
+    from pipelines.jobs import demo
+
+    demo(a.store, a.samples)
+    _print_info(KnowledgeGraph.open(a.store), as_json=False)
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -289,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--store", required=True)
     cp.add_argument("--keep-versions", type=int, default=1)
     cp.set_defaults(func=cmd_compact)
+
+    dm = sub.add_parser("demo", help="run the main job on the bundled sample data (data_samples/)")
+    dm.add_argument("--store", default="demo-store", help="store directory to (re)create (default demo-store)")
+    dm.add_argument("--samples", help="sample folder (default ./data_samples or the one in the repo)")
+    dm.set_defaults(func=cmd_demo)
 
     for register in _EXTRA_COMMANDS:
         register(sub)
