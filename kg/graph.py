@@ -30,6 +30,93 @@ INTERACTION = "interacted"
 NodeRef = tuple[str, Any]  # (node_type, external id)
 
 
+def _edge_key() -> pl.Expr:
+    """(src, dst) packed into one UInt64 (src in the high half): sorts and joins on one column."""
+    return (pl.col("src").cast(pl.UInt64) * (1 << 32) + pl.col("dst").cast(pl.UInt64)).alias("__k")
+
+
+def _same_as_next() -> pl.Expr:
+    """Rows whose (src, dst, time) equals the next row's (on a frame with ``__k``, sorted by it)."""
+    return ((pl.col("__k") == pl.col("__k").shift(-1))
+            & pl.col("time").eq_missing(pl.col("time").shift(-1))).fill_null(False)
+
+
+def _sort_edges(df: pl.DataFrame, order: str) -> pl.DataFrame:
+    """``df`` (src, dst, weight, time, ...) plus ``__k``, sorted by (src, dst, time, ``order``), nulls first.
+
+    One sort on (``__k``, time, ``order``) is ~3x faster than a stable sort on three columns.
+    """
+    return df.with_columns(_edge_key()).sort(["__k", "time", order])
+
+
+def _sorted_last_edges(df: pl.DataFrame) -> pl.DataFrame:
+    """Sorted by (src, dst, time) with ``__k``, keeping the last row (in input order) of each key."""
+    df = _sort_edges(df.with_row_index("__i"), "__i")
+    return df.filter(~_same_as_next()).drop("__i")
+
+
+def _without_stored(new: pl.DataFrame, existing: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Drop rows of ``new`` (with ``__k``) that are stored with the same weight; count the weight updates.
+
+    Usually by binary search on one packed key (:func:`_without_stored_packed`); when the key does
+    not fit 64 bits, joins on a 64-bit hash of (src, dst, time) rather than on the columns (~2x faster
+    at 10M rows), then compares the real keys, so a hash collision can only make a row look new, never
+    stored; stored keys are unique, so a collision among them shows as extra rows and takes the exact join.
+    """
+    packed = _without_stored_packed(new, existing)
+    if packed is not None:
+        return packed
+    key_hash = pl.struct("__k", "time").hash(0x5EED).alias("__h")
+    stored = existing.select(_edge_key(), "time", pl.col("weight").alias("__old"))
+    stored = stored.with_columns(key_hash, pl.col("__k").alias("__k2"), pl.col("time").alias("__t2"))
+    m = new.with_columns(key_hash).join(stored.drop("__k", "time"), on="__h", how="left", maintain_order="left")
+    if m.height != new.height:
+        m = new.join(stored.drop("__h"), on=["__k", "time"], how="left", nulls_equal=True, maintain_order="left")
+    hit = ((pl.col("__k") == pl.col("__k2")) & pl.col("time").eq_missing(pl.col("__t2"))).fill_null(False)
+    m = m.with_columns(hit.alias("__hit")).filter(~(pl.col("__hit") & pl.col("weight").eq_missing(pl.col("__old"))))
+    updates = int(m.get_column("__hit").sum())
+    return m.select(new.columns), updates
+
+
+def _without_stored_packed(new: pl.DataFrame, existing: pl.DataFrame) -> tuple[pl.DataFrame, int] | None:
+    """:func:`_without_stored` by binary search, when (src, dst, time) fits one order-preserving UInt64.
+
+    ``src``/``dst`` take as many bits as their largest index needs and ``time`` its span over both
+    frames (0 = null); None when that exceeds 64 bits. ``new`` is sorted by this key already; the
+    stored rows are sorted if needed (each part is written sorted). ~5x faster than a hash join.
+    """
+    def bounds(col: str) -> tuple[Any, Any]:
+        lo = [v for v in (new.get_column(col).min(), existing.get_column(col).min()) if v is not None]
+        hi = [v for v in (new.get_column(col).max(), existing.get_column(col).max()) if v is not None]
+        return (min(lo), max(hi)) if lo else (None, None)
+
+    _, smax = bounds("src")
+    _, dmax = bounds("dst")
+    tmin, tmax = bounds("time")
+    bt = 1 if tmin is None else (tmax - tmin + 1).bit_length()  # time - tmin + 1 in [1, span]; 0 = null
+    bd = max(int(dmax or 0).bit_length(), 1)
+    bs = max(int(smax or 0).bit_length(), 1)
+    if bs + bd + bt > 64:
+        return None
+    t = pl.lit(0, pl.UInt64) if tmin is None else (pl.col("time") - tmin + 1).cast(pl.UInt64).fill_null(0)
+    key = (pl.col("src").cast(pl.UInt64) * (1 << (bd + bt)) + pl.col("dst").cast(pl.UInt64) * (1 << bt) + t)
+    a = new.select(key).to_series().to_numpy()
+    st = existing.select(key.alias("__p"), pl.col("weight"))
+    b = st.get_column("__p").to_numpy()
+    if len(b) > 1 and not (b[1:] >= b[:-1]).all():
+        st = st.sort("__p")
+        b = st.get_column("__p").to_numpy()
+    if len(a) > 1 and not (a[1:] >= a[:-1]).all():
+        return None  # not sorted by (src, dst, time): cannot happen for prepared batches
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    hit = b[pos] == a
+    w_new = new.get_column("weight").to_numpy()
+    w_old = st.get_column("weight").to_numpy()[pos]
+    same = hit & ((w_new == w_old) | (np.isnan(w_new) & np.isnan(w_old)))  # nulls come as NaN: eq_missing
+    updates = int((hit & ~same).sum())
+    return new.filter(pl.Series(~same)), updates
+
+
 def rel_name(key: RelKey) -> str:
     return "|".join(key)
 
@@ -104,6 +191,7 @@ class _Tx:
         self.manifest = manifest
         self.messages: list[str] = []
         self.dirty = False
+        self.written: list[Path] = []  # parts staged by this transaction (deleted on rollback)
 
 
 class KnowledgeGraph:
@@ -368,7 +456,12 @@ class KnowledgeGraph:
                     self._manifest = self._store.commit(self._tx.manifest, "; ".join(self._tx.messages)[:2000])
                     self._derived.clear()
             except BaseException:
-                self._clear_caches()  # staged parts become debris, removed by the next writer
+                self._clear_caches()
+                # staged parts are referenced by no committed manifest: remove them now (we still hold
+                # the lock) so a failed ingest leaves the store's files exactly as they were
+                for p in self._tx.written:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
                 raise
             finally:
                 self._tx = None
@@ -380,6 +473,7 @@ class KnowledgeGraph:
     def _write(self, table: str, df: pl.DataFrame) -> None:
         assert self._tx is not None
         part = self._store.write_part(table, df, self._tx.manifest["version"] + 1)
+        self._tx.written.append(self._store.part_path(part))
         self._table(table)["parts"].append(part)
         self._tx.dirty = True
 
@@ -396,14 +490,20 @@ class KnowledgeGraph:
         m = self.id_map(node_type)
         values = m.coerce(values)[0]
         new_map, n_new = m.extend(values)
+        self._stage_id_map(node_type, m, new_map, report)
+        return new_map.lookup(values).cast(pl.UInt32)
+
+    def _stage_id_map(self, node_type: str, old: IdMap, new_map: IdMap, report: IngestReport | None) -> None:
+        """Make ``new_map`` (``old`` with ids appended) the type's id map, writing the appended ids."""
+        assert len(self.id_map(node_type)) == len(old), "the id map changed since it was extended"
+        n_new = len(new_map) - len(old)
         if n_new:
-            self._write(f"ids/{node_type}", pl.DataFrame({"id": new_map.ids.slice(len(m))}))
+            self._write(f"ids/{node_type}", pl.DataFrame({"id": new_map.ids.slice(len(old))}))
             self._idmaps[node_type] = new_map
             self._graph["node_types"][node_type]["count"] = len(new_map)
             self._derived.clear()
             if report is not None:
                 report.nodes_added[node_type] = report.nodes_added.get(node_type, 0) + n_new
-        return new_map.lookup(values).cast(pl.UInt32)
 
     def _ensure_relation(self, key: RelKey) -> dict[str, Any]:
         rels = self._graph["relations"]
@@ -414,25 +514,29 @@ class KnowledgeGraph:
             rels[name] = {"src": key[0], "relation": key[1], "dst": key[2], "count": 0}
         return rels[name]
 
-    def _stage_edges_append(self, key: RelKey, new: pl.DataFrame, report: IngestReport) -> None:
-        """Append edges, skipping ones already stored (idempotent); same key, new weight = update."""
+    def _stage_edges_append(self, key: RelKey, new: pl.DataFrame, report: IngestReport,
+                            prepared: bool = False) -> None:
+        """Append edges, skipping ones already stored (idempotent); same key, new weight = update.
+
+        Within ``new`` the last row of a (src, dst, time) wins. ``prepared``: ``new`` already went
+        through :func:`_sorted_last_edges` (sorted, one row per key, with its ``__k`` column).
+        """
         meta = self._ensure_relation(key)
         name = rel_name(key)
-        new = new.select([pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items()])
-        new = new.unique(["src", "dst", "time"], keep="last", maintain_order=True)
+        if not prepared:
+            new = _sorted_last_edges(new.select([pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items()]))
         if meta["count"]:
-            # scan only the key columns of the stored parts, restricted to this batch's sources
+            # scan the stored parts, restricted to this batch's sources
             existing = self._existing_edges(name, new)
             if existing.height:
-                same = new.join(existing, on=["src", "dst", "time", "weight"], how="semi", nulls_equal=True)
-                new = new.join(same, on=["src", "dst", "time"], how="anti", nulls_equal=True)
-                updates = new.join(existing, on=["src", "dst", "time"], how="semi", nulls_equal=True).height
+                new, updates = _without_stored(new, existing)
                 if updates:
                     meta["updates"] = True
                     meta["count"] -= updates
+        new = new.select([pl.col(c).cast(t) for c, t in EDGE_SCHEMA.items()])
         if new.height == 0:
             return
-        self._write(f"edges/{name}", new.sort("src", "dst"))
+        self._write(f"edges/{name}", new)  # sorted by (src, dst, time)
         meta["count"] += new.height
         report.edges_added[name] = report.edges_added.get(name, 0) + new.height
         self._edge_cache.pop(key, None)
@@ -470,6 +574,7 @@ class KnowledgeGraph:
         retract = changed.filter(pl.col("o").is_not_null()).select("src")
         if retract.height:
             self._write(f"retract/{name}", retract)
+            self._drop_staged_edges(name, retract)
             removed = old.join(retract, on="src", how="semi").height
             meta["count"] -= removed
             report.edges_removed[name] = report.edges_removed.get(name, 0) + removed
@@ -480,6 +585,33 @@ class KnowledgeGraph:
             report.edges_added[name] = report.edges_added.get(name, 0) + add.height
         self._edge_cache.pop(key, None)
         self._derived.clear()
+
+    def _drop_staged_edges(self, name: str, sources: pl.DataFrame) -> None:
+        """Remove edges of ``sources`` staged earlier in this transaction.
+
+        A retraction hides edges of *older* versions; edges staged earlier in the same transaction
+        carry the same version as the retraction, so they are filtered out of their parts here
+        (e.g. two catalog ingests of one item inside one ``transaction()``: the second one wins).
+        """
+        assert self._tx is not None
+        v = self._tx.manifest["version"] + 1
+        t = self._table(f"edges/{name}")
+        mine = [p for p in t["parts"] if p.get("version") == v]
+        if not mine:
+            return
+        df = pl.concat([pl.read_parquet(self._store.part_path(p)) for p in mine])
+        kept = df.join(sources.select(pl.col("src").cast(pl.UInt32)), on="src", how="anti", maintain_order="left")
+        if kept.height == df.height:
+            return
+        t["parts"] = [p for p in t["parts"] if p.get("version") != v]
+        for p in mine:
+            path = self._store.part_path(p)
+            if path in self._tx.written:
+                self._tx.written.remove(path)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        if kept.height:
+            self._write(f"edges/{name}", kept)
 
     def _stage_fields(self, node_type: str, df: pl.DataFrame, report: IngestReport) -> None:
         """Upsert ``idx, field, value`` rows (nulls mean 'not given' and never erase a value)."""
@@ -504,7 +636,7 @@ class KnowledgeGraph:
         return report
 
     def _check_id_column(self, table: ing.Table, node_type: str, col: str, checks: list) -> None:
-        checks.extend(ing.id_checks(col))
+        checks.extend(ing.id_checks(col, table.df.schema[col]))
         if node_type in self._graph["node_types"] and self._graph["node_types"][node_type]["id_kind"] == INT:
             c = pl.col(col)
             if not table.df.schema[col].is_integer():
@@ -589,8 +721,8 @@ class KnowledgeGraph:
             values = col.cast(pl.List(pl.Utf8))
         elif spec.sep:
             values = col.cast(pl.Utf8).str.split(spec.sep)
-        else:
-            values = col.cast(pl.Utf8).cast(pl.List(pl.Utf8))
+        else:  # one value per cell (a plain cast to List is not supported by polars for strings)
+            values = pl.DataFrame({"v": col.cast(pl.Utf8)}).select(pl.concat_list("v")).to_series()
         long = pl.DataFrame({"src": idx, "v": values}).explode("v").with_columns(pl.col("v").str.strip_chars())
         long = long.filter(pl.col("v").is_not_null() & (pl.col("v") != ""))
         self._ensure_type(spec.type, STR if spec.type not in self._graph["node_types"] else
@@ -644,30 +776,68 @@ class KnowledgeGraph:
             t, tc = ing.time_col(table, time_col)
             checks += tc
         clean = table.df.with_columns(w.cast(pl.Float32).alias("__w"), t.alias("__t"))
-        problems = ing.collect_problems(ing.Table(clean, table.source, table.row_label), checks)
+        ctable = ing.Table(clean, table.source, table.row_label)
+        problems = ing.collect_problems(ctable, checks)
         if not create_missing:
             for col, nt in ((src_col, key[0]), (dst_col, key[2])):
                 problems = pl.concat([problems, self._unknown_id_problems(clean, col, nt)])
-        ok = clean.join(problems.select(ing.ROW).unique(), on=ing.ROW, how="anti")
-        dups = ing.duplicate_checks(ing.Table(ok, table.source, table.row_label),
-                                    [src_col, dst_col, "__w", "__t"], "row")
-        problems = pl.concat([problems, dups]).sort(ing.ROW, maintain_order=True)
+        dup_cols = [src_col, dst_col, "__w", "__t"]
+        if problems.height and on_error == "fail":
+            # list every problem, repeated rows included, and ingest nothing
+            ok = clean.join(problems.select(ing.ROW).unique(), on=ing.ROW, how="anti")
+            dups = ing.duplicate_checks(ing.Table(ok, table.source, table.row_label), dup_cols, "row")
+            ing.split_rejects(ctable, pl.concat([problems, dups]).sort(ing.ROW, maintain_order=True), "fail")
+        df, rejected = ing.split_rejects(ctable, problems, on_error)
         bar.update()
-        df, rejected = ing.split_rejects(ing.Table(clean, table.source, table.row_label), problems, on_error)
-        rejected = rejected.drop("__w", "__t", strict=False)
         report = IngestReport(table.source, table.df.height, df.height, rejected)
         if df.height:
             with self.transaction(f"ingest {key[1]} edges from {table.source} ({df.height:,} rows)"):
+                # ids → indices on extended copies of the id maps: nothing is staged before every check passed
                 srcv, dstv = df.get_column(src_col), df.get_column(dst_col)
-                self._ensure_type(key[0], self._id_kind(key[0], srcv))
-                self._ensure_type(key[2], self._id_kind(key[2], dstv))
-                src = self._stage_ids(key[0], srcv, report)
-                dst = self._stage_ids(key[2], dstv, report)
+                if key[0] == key[2]:  # one node type at both ends: one id kind, inferred from both columns
+                    both = pl.concat([srcv.cast(pl.Utf8), dstv.cast(pl.Utf8)]) if srcv.dtype != dstv.dtype \
+                        else pl.concat([srcv, dstv])
+                    kinds = {key[0]: self._id_kind(key[0], both)}
+                else:
+                    kinds = {key[0]: self._id_kind(key[0], srcv), key[2]: self._id_kind(key[2], dstv)}
+                maps: dict[str, list[IdMap]] = {}
+
+                def indices(node_type: str, values: pl.Series) -> pl.Series:
+                    if node_type not in maps:
+                        m = self.id_map(node_type) if node_type in self._graph["node_types"] \
+                            else IdMap(kinds[node_type])
+                        maps[node_type] = [m, m]
+                    values = maps[node_type][1].coerce(values)[0]
+                    maps[node_type][1] = maps[node_type][1].extend(values)[0]
+                    return maps[node_type][1].lookup(values).cast(pl.UInt32)
+
+                src, dst = indices(key[0], srcv), indices(key[2], dstv)
                 bar.update()
-                edges = pl.DataFrame({"src": src, "dst": dst, "weight": df["__w"], "time": df["__t"]})
-                self._stage_edges_append(key, edges, report)
+                edges = _sort_edges(pl.DataFrame({"src": src, "dst": dst, "weight": df["__w"], "time": df["__t"],
+                                                  ing.ROW: df[ing.ROW]}), ing.ROW)
+                # a repeated row has a repeated (src, dst, time): only rows whose key repeats need the
+                # (hash-heavy) duplicate check, and it runs on their original cells
+                repeated = _same_as_next() | _same_as_next().shift(1).fill_null(False)
+                candidates = edges.filter(repeated).get_column(ing.ROW)
+                if candidates.len():
+                    sub = df.filter(pl.col(ing.ROW).is_in(candidates.implode()))
+                    dups = ing.duplicate_checks(ing.Table(sub, table.source, table.row_label), dup_cols, "row")
+                    if dups.height:
+                        dtable = ing.Table(df, table.source, table.row_label)
+                        _, dup_rejected = ing.split_rejects(dtable, dups, on_error)  # raises for "fail"
+                        edges = edges.join(dups.select(pl.col(ing.ROW).cast(edges.schema[ing.ROW])), on=ing.ROW,
+                                           how="anti", maintain_order="left")
+                        rejected = dup_rejected if rejected.height == 0 else \
+                            pl.concat([rejected, dup_rejected], how="diagonal_relaxed").sort(ing.ROW)
+                        report.rows_ingested -= dup_rejected.height
+                edges = edges.filter(~_same_as_next()).drop(ing.ROW)  # the last row of a (src, dst, time) wins
+                for nt, (old, new_map) in maps.items():
+                    self._ensure_type(nt, kinds[nt])
+                    self._stage_id_map(nt, old, new_map, report)
+                self._stage_edges_append(key, edges, report, prepared=True)
                 bar.update()
                 report.version = self.version + 1 if self._tx and self._tx.dirty else None
+        rejected = rejected.drop("__w", "__t", strict=False)
         bar.update()
         bar.close()
         return self._finish(report, table, rejected, rejects_path)

@@ -42,6 +42,7 @@ class IdMap:
         self.ids: pl.Series = (ids if ids is not None else pl.Series("id", [], dtype)).cast(dtype).rename("id")
         self._frame: pl.DataFrame | None = None
         self._dict: dict[Any, int] | None = None
+        self._table: tuple[int, np.ndarray] | bool | None = None  # see _dense_table
 
     def __len__(self) -> int:
         return self.ids.len()
@@ -55,23 +56,53 @@ class IdMap:
     def coerce(self, values: pl.Series) -> tuple[pl.Series, pl.Series]:
         """Cast ``values`` to this map's id type; the second series flags values that cannot be."""
         if self.kind == STR:
-            return values.cast(pl.Utf8), pl.Series([False] * values.len())
+            return values.cast(pl.Utf8), _all_false(values.len())
         if values.dtype.is_integer():
-            return values.cast(pl.Int64), pl.Series([False] * values.len())
+            return values.cast(pl.Int64), _all_false(values.len())
         s = values.cast(pl.Utf8).str.strip_chars()
         v = s.cast(pl.Int64, strict=False)
         return v, (v.is_null() & s.is_not_null())
 
     def lookup(self, values: pl.Series) -> pl.Series:
         """Index of each value (already coerced), null where unknown."""
-        df = pl.DataFrame({"id": values.cast(self.ids.dtype)})
+        values = values.cast(self.ids.dtype)
+        table = self._dense_table() if self.kind == INT and values.null_count() == 0 else None
+        if table is not None:
+            # integer ids in a compact range: one array gather instead of a hash join (~8x faster)
+            lo, pos = table
+            v, hi = values.to_numpy(), lo + len(pos) - 1
+            if len(v) == 0 or (v.min() >= lo and v.max() <= hi):
+                idx = pos[v - lo]
+            else:  # compare before subtracting: no overflow for ids near the int64 limits
+                inside = (v >= lo) & (v <= hi)
+                idx = np.full(len(v), -1, dtype=np.int64)
+                idx[inside] = pos[v[inside] - lo]
+            out = pl.Series("idx", idx)
+            return out if len(idx) == 0 or idx.min() >= 0 else out.set(out < 0, None)
+        df = pl.DataFrame({"id": values})
         return df.join(self.frame, on="id", how="left", maintain_order="left").get_column("idx")
+
+    def _dense_table(self) -> tuple[int, np.ndarray] | None:
+        """``(lo, pos)`` with ``pos[id - lo]`` = index (-1: absent), when the ids span a range at most
+        8x their count (so the table costs at most 64 bytes per id); else None."""
+        if self._table is None:
+            self._table = False
+            n = len(self)
+            if n:
+                lo, hi = self.ids.min(), self.ids.max()
+                if hi - lo < 8 * n + 1024:
+                    pos = np.full(hi - lo + 1, -1, dtype=np.int64)
+                    pos[self.ids.to_numpy() - lo] = np.arange(n, dtype=np.int64)
+                    self._table = (lo, pos)
+        return self._table or None
 
     def extend(self, values: pl.Series) -> tuple[IdMap, int]:
         """A map with the unseen ``values`` appended in order of first appearance, and how many."""
         values = values.cast(self.ids.dtype).drop_nulls()
         new = values.unique(maintain_order=True)
-        if len(self):
+        if len(self) and self.kind == INT and self._dense_table() is not None:
+            new = new.filter(self.lookup(new).is_null())
+        elif len(self):
             new = pl.DataFrame({"id": new}).join(self.frame, on="id", how="anti", maintain_order="left")["id"]
         if new.len() == 0:
             return self, 0
@@ -96,3 +127,7 @@ class IdMap:
 
     def external(self, idx: np.ndarray | list[int]) -> list[Any]:
         return self.ids.gather(np.asarray(idx, dtype=np.int64)).to_list()
+
+
+def _all_false(n: int) -> pl.Series:
+    return pl.Series(np.zeros(n, dtype=bool))

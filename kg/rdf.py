@@ -56,6 +56,10 @@ def read_rdf(path: Path, fmt: str) -> tuple[ing.Table, pl.DataFrame]:
     import rdflib
 
     fmt = {"ttl": "turtle"}.get(fmt, fmt)
+    if not path.exists():
+        raise IngestError(Problem(str(path), None, None, "file not found"))
+    if path.is_dir():
+        raise IngestError(Problem(str(path), None, None, "is a directory, expected a file"))
     g = _new_graph()
     try:
         g.parse(str(path), format=_OX_FORMATS.get(fmt, fmt) if _has_oxigraph() else fmt)
@@ -175,9 +179,11 @@ def check_read_only(query: str) -> None:
     except ParseException as e:
         query_error = e
     try:
-        parseUpdate(query)
+        update = parseUpdate(query)
     except ParseException:
         raise QueryError(f"malformed SPARQL query: {query_error}") from None
+    if "request" not in update:  # "" or only comments/prefixes parse as an empty update
+        raise QueryError(f"malformed SPARQL query: no SELECT, ASK, CONSTRUCT or DESCRIBE ({query_error})")
     raise QueryError("SPARQL updates (INSERT, DELETE, LOAD, CLEAR, DROP, CREATE, ...) are not allowed: "
                      "sparql() is read-only; change the graph with the ingest commands")
 

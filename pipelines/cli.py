@@ -106,6 +106,8 @@ def cmd_ingest(a: argparse.Namespace) -> int:
         for flag in ("head_col", "relation_col", "tail_col", "head_type", "tail_type"):
             if getattr(a, flag) is not None:
                 kw[flag] = getattr(a, flag)
+        if a.create_missing:
+            kw["create_missing"] = True
     kw["on_error"] = a.on_error
     if a.on_error == "skip":
         kw["rejects_path"] = a.rejects or str(Path(a.path).with_suffix("")) + ".rejects.csv"
@@ -254,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--tail-col", help="default tail")
             q.add_argument("--head-type", help="node type of heads without a head_type column (default entity)")
             q.add_argument("--tail-type", help="node type of tails without a tail_type column (default entity)")
+            q.add_argument("--create-missing", action="store_true",
+                           help="create the users and items the triples name (by default they must already "
+                                "exist), e.g. to load a `kgcs export` into a new store")
         _add_read_options(q)
         q.set_defaults(func=cmd_ingest)
 
