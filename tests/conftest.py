@@ -31,15 +31,20 @@ def samples() -> Path:
     return SAMPLES
 
 
-@pytest.fixture
-def sample_kg(tmp_path):
-    """A store with the bundled sample catalog, users, interactions and triples."""
+def build_sample_kg(path, triples: bool = True):
+    """A store with the bundled sample catalog, users, interactions (and triples), in one version."""
     from kg import KnowledgeGraph
 
-    kg = KnowledgeGraph.create(tmp_path / "store")
+    kg = KnowledgeGraph.create(path)
     with kg.transaction("sample"):
         kg.ingest_items(SAMPLES / "items.csv", **SAMPLE_ITEMS)
         kg.ingest_users(SAMPLES / "users.csv", **SAMPLE_USERS)
         kg.ingest_interactions(SAMPLES / "interactions.csv", weight_col="rating", time_col="timestamp")
-        kg.ingest_triples(SAMPLES / "triples.ttl")
+        if triples:
+            kg.ingest_triples(SAMPLES / "triples.ttl")
     return kg
+
+
+@pytest.fixture
+def sample_kg(tmp_path):
+    return build_sample_kg(tmp_path / "store")

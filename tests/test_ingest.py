@@ -7,7 +7,7 @@ import re
 
 import polars as pl
 import pytest
-from conftest import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES
+from conftest import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, build_sample_kg
 from kghelpers import assert_unchanged, part_files, snapshot
 
 from kg import IngestError, KnowledgeGraph
@@ -24,12 +24,7 @@ def kg(tmp_path):
 @pytest.fixture
 def base_kg(tmp_path):
     """Items, users and interactions (no triples): one version."""
-    kg = KnowledgeGraph.create(tmp_path / "store")
-    with kg.transaction("base"):
-        kg.ingest_items(SAMPLES / "items.csv", **SAMPLE_ITEMS)
-        kg.ingest_users(SAMPLES / "users.csv", **SAMPLE_USERS)
-        kg.ingest_interactions(SAMPLES / "interactions.csv", **INTER)
-    return kg
+    return build_sample_kg(tmp_path / "store", triples=False)
 
 
 def sample_interactions() -> pl.DataFrame:

@@ -11,15 +11,9 @@ from kg import KGError, KnowledgeGraph, QueryError, UnknownNodeError
 @pytest.fixture(scope="module")
 def kg(tmp_path_factory):
     """The sample store, built once for this module (the tests here only read)."""
-    from conftest import SAMPLE_ITEMS, SAMPLE_USERS
+    from conftest import build_sample_kg
 
-    kg = KnowledgeGraph.create(tmp_path_factory.mktemp("q") / "store")
-    with kg.transaction("sample"):
-        kg.ingest_items(SAMPLES / "items.csv", **SAMPLE_ITEMS)
-        kg.ingest_users(SAMPLES / "users.csv", **SAMPLE_USERS)
-        kg.ingest_interactions(SAMPLES / "interactions.csv", weight_col="rating", time_col="timestamp")
-        kg.ingest_triples(SAMPLES / "triples.ttl")
-    return kg
+    return build_sample_kg(tmp_path_factory.mktemp("q") / "store")
 
 
 @pytest.fixture(scope="module")
