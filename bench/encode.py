@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # allow `python bench/encode.py` without installing the package
     sys.path.insert(0, str(REPO))
 
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_DATA = Path(os.environ.get("KGCS_DATA", REPO.parent / "shared" / "data"))  # same override as tests/conftest.py
 
 
 def load_ml1m_texts(data_dir: Path) -> tuple[list[str], dict[int, str], list[int]]:

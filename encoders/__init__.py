@@ -1,11 +1,37 @@
 """Encoders that turn item/user side information into vectors.
 
-Heavy dependencies (torch, transformers) are imported inside the classes that need them,
-so importing this package is cheap.
+Heavy dependencies (torch, transformers, torch_geometric) are imported inside the modules that
+need them, so importing this package is cheap: the graph-encoder names below load on first use.
 """
 
 from .cache import EmbeddingCache
 from .device import resolve_device
+from .features import NodeFeatures, node_features
+from .templates import TextTemplates, node_texts
 from .text import TextEncoder
 
-__all__ = ["TextEncoder", "EmbeddingCache", "resolve_device"]
+_LAZY = {
+    "GraphEncoder": ("graph", "GraphEncoder"),
+    "GraphEncoderConfig": ("graph", "GraphEncoderConfig"),
+    "SchemaMismatchError": ("graph", "SchemaMismatchError"),
+    "TrainConfig": ("train", "TrainConfig"),
+    "train_graph_encoder": ("train", "train_graph_encoder"),
+    "save_graph_encoder": ("checkpoint", "save"),
+    "load_graph_encoder": ("checkpoint", "load"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["TextEncoder", "EmbeddingCache", "resolve_device", "TextTemplates", "node_texts", "NodeFeatures",
+           "node_features", "GraphEncoder", "GraphEncoderConfig", "TrainConfig", "train_graph_encoder",
+           "save_graph_encoder", "load_graph_encoder", "SchemaMismatchError"]
