@@ -89,7 +89,7 @@ class GraphEncoderConfig:
     """
 
     dim: int = 64
-    num_layers: int = 2
+    num_layers: int = 3
     conv: str = "lightgcn"
     norm: str = "sym"
     text_hidden: int = 0
@@ -278,13 +278,22 @@ class EncoderGraph:
             i = kg.id_map(it).lookup(kg.id_map(it).coerce(interactions.get_column("item_id"))[0])
             ok = u.is_not_null() & i.is_not_null()
             edges[interaction] = (u.filter(ok).to_numpy().astype(np.int64), i.filter(ok).to_numpy().astype(np.int64))
+        g = cls.from_edges(num_nodes, edges, norm=norm, interaction=interaction)
+        return g if torch.device(device).type == "cpu" else g.to(device)
+
+    @classmethod
+    def from_edges(cls, num_nodes: Mapping[str, int], edges: Mapping[RelKey, tuple[np.ndarray, np.ndarray]], *,
+                   norm: str = "sym", interaction: RelKey = INTERACTION) -> EncoderGraph:
+        """Build from ``{(src_type, rel, dst_type): (src idx, dst idx)}`` forward edges (reverse
+        directions are added); edges are made binary and de-duplicated."""
+        num_nodes = dict(num_nodes)
         adj: dict[RelKey, tuple] = {}
         has: dict[RelKey, torch.Tensor] = {}
         rels: list[RelKey] = []
         pos = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
         for k in sorted(edges):
             s, _, d = k
-            src, dst = edges[k]
+            src, dst = (np.asarray(a, dtype=np.int64) for a in edges[k])
             ns, nd = num_nodes[s], num_nodes[d]
             # binary, de-duplicated edges (repeat interactions count once)
             key = np.unique(dst.astype(np.int64) * ns + src.astype(np.int64))
@@ -307,8 +316,7 @@ class EncoderGraph:
             has[k] = torch.from_numpy(deg_d > 0)
             has[rev(k)] = torch.from_numpy(deg_s > 0)
             rels += [k, rev(k)]
-        g = cls(num_nodes, rels, adj, has, pos, tuple(interaction), norm, torch.device("cpu"))
-        return g if torch.device(device).type == "cpu" else g.to(device)
+        return cls(num_nodes, rels, adj, has, pos, tuple(interaction), norm, torch.device("cpu"))
 
 
 class GraphEncoder(nn.Module):
@@ -351,8 +359,8 @@ class GraphEncoder(nn.Module):
             else:
                 m = torch.zeros(schema.num_nodes[t], dtype=torch.bool)
             self.register_buffer(f"id_mask_{t}", m)
-        # per-layer, per-relation weights (softplus of θ; θ=0.5413 gives w=1)
-        self.rel_logit = nn.Parameter(torch.full((max(config.num_layers, 1), len(directed)), 0.5413))
+        # per-layer, per-relation weights w = softplus(θ), see initial_relation_weights()
+        self.rel_logit = nn.Parameter(self._initial_logits())
         if config.conv == "sage":
             self.self_lin = nn.ModuleList([nn.ModuleDict({t: nn.Linear(dim, dim) for t in types})
                                            for _ in range(config.num_layers)])
@@ -360,6 +368,24 @@ class GraphEncoder(nn.Module):
                                           for _ in range(config.num_layers)])
 
     # ------------------------------------------------------------------ helpers
+    def initial_relation_weights(self) -> torch.Tensor:
+        """Initial w per directed relation: 1 for the user–item interaction (both directions); the
+        other relations into a node type share a total of 1 (``1/n`` each). So a warm item starts
+        half collaborative, half knowledge graph, instead of 1/12 collaborative when ML-1M's eleven
+        item relations each weighed as much as the interactions."""
+        inter = {tuple(self.schema.interaction), rev(tuple(self.schema.interaction))}
+        others: dict[str, int] = {}
+        for k in self.directed:
+            if k not in inter:
+                others[k[2]] = others.get(k[2], 0) + 1
+        w = [1.0 if k in inter or others[k[2]] == 0 else 1.0 / others[k[2]] for k in self.directed]
+        return torch.tensor(w, dtype=torch.float32)
+
+    def _initial_logits(self) -> torch.Tensor:
+        w = self.initial_relation_weights()
+        logits = torch.log(torch.expm1(w))  # inverse softplus
+        return logits.unsqueeze(0).repeat(max(self.config.num_layers, 1), 1)
+
     @property
     def device(self) -> torch.device:
         return self.rel_logit.device
@@ -373,7 +399,8 @@ class GraphEncoder(nn.Module):
             if name.startswith("ids."):
                 nn.init.normal_(p, 0.0, self.config.init_std, generator=generator)
             elif name == "rel_logit":
-                nn.init.constant_(p, 0.5413)
+                with torch.no_grad():
+                    p.copy_(self._initial_logits())
             elif p.dim() >= 2:
                 nn.init.xavier_uniform_(p, generator=generator)
             else:
@@ -407,7 +434,8 @@ class GraphEncoder(nn.Module):
             return next(iter(feats[t].values()))[0].shape[0]
         return self.schema.num_nodes[t]
 
-    def _text(self, t: str, feats: Mapping, n: int) -> torch.Tensor:
+    def _text(self, t: str, feats: Mapping, n: int, n_id: torch.Tensor | None = None,
+              view_keep: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         dim = self.config.dim
         views = self.schema.views.get(t, [])
         h = None
@@ -415,7 +443,9 @@ class GraphEncoder(nn.Module):
             x = feats.get(t, {}).get(v)
             if x is None:
                 continue
-            xv = x[0][:n]
+            xv = x[0][:n] if n_id is None else x[0][n_id]
+            if view_keep is not None and v in view_keep:
+                xv = xv * view_keep[v].unsqueeze(1).to(xv.dtype)
             p = self.proj[f"{t}|{v}"](xv)
             h = p if h is None else h + p
         if h is None:
@@ -424,9 +454,35 @@ class GraphEncoder(nn.Module):
             h = self.text_out[t](h)
         return h + self.type_bias[t]
 
+    def _input(self, t: str, feats: Mapping, n: int, n_id: torch.Tensor | None,
+               keep: torch.Tensor | None, view_keep: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``x⁰`` of the ``n`` nodes of type ``t`` (``n_id``: their global indices, for subgraphs)."""
+        h = self._text(t, feats, n, n_id, view_keep)
+        if t not in self.ids:
+            return h
+        table, mask = self.ids[t], self.id_mask(t)
+        if n_id is None:
+            n_id_len = min(n, table.shape[0])
+            m = mask[:n_id_len]
+            if keep is not None:
+                m = m & keep[:n_id_len]
+            e = table[:n_id_len] * m.unsqueeze(1).to(h.dtype)
+            if n_id_len < n:
+                e = torch.cat([e, e.new_zeros(n - n_id_len, e.shape[1])])
+        else:
+            valid = n_id < table.shape[0]
+            idx = n_id.clamp(max=max(table.shape[0] - 1, 0))
+            m = mask[idx] & valid
+            if keep is not None:
+                m = m & keep
+            e = table[idx] * m.unsqueeze(1).to(h.dtype)
+        return h + e
+
     def forward(self, graph: EncoderGraph, features: NodeFeatures | Mapping, *,
                 id_keep: Mapping[str, torch.Tensor] | None = None,
-                cold: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                cold: Mapping[str, torch.Tensor] | None = None,
+                n_id: Mapping[str, torch.Tensor] | None = None,
+                view_keep: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """Embeddings ``z`` of every node of ``graph``: ``{node_type: [n, dim]}``.
 
         Args:
@@ -434,23 +490,18 @@ class GraphEncoder(nn.Module):
                 (training-time id dropout); nodes without an id embedding never use one.
             cold: per type, nodes whose interaction edges are dropped this pass (simulated cold
                 start: they still get messages over all other relations).
+            n_id: for a sampled subgraph, the global index of each local node per type (masks
+                are then in local indices).
+            view_keep: per type and text view, nodes whose text in that view is used this pass
+                (training-time view dropout).
         """
         feats = self._torch_features(features)
         cfg = self.config
         x: dict[str, torch.Tensor] = {}
         for t in self.schema.node_types:
-            n = graph.num_nodes[t]
-            h = self._text(t, feats, n)
-            if t in self.ids:
-                n_id = min(n, self.ids[t].shape[0])
-                m = self.id_mask(t)[:n_id]
-                if id_keep is not None and t in id_keep:
-                    m = m & id_keep[t][:n_id]
-                e = self.ids[t][:n_id] * m.unsqueeze(1).to(h.dtype)
-                if n_id < n:
-                    e = torch.cat([e, e.new_zeros(n - n_id, e.shape[1])])
-                h = h + e
-            x[t] = h
+            x[t] = self._input(t, feats, graph.num_nodes[t], None if n_id is None else n_id[t],
+                               None if id_keep is None else id_keep.get(t),
+                               None if view_keep is None else view_keep.get(t))
         layers = [x]
         inter = {graph.interaction, rev(graph.interaction)}
         rel_index = {k: i for i, k in enumerate(self.directed)}
@@ -558,6 +609,28 @@ class GraphEncoder(nn.Module):
             self.schema.num_nodes[t] = kg.num_nodes(t)
             self.schema.id_fingerprints[t] = id_fingerprint(kg.ids(t))
         self.schema.store_version = kg.version
+
+    # ------------------------------------------------------------------ conveniences
+    @classmethod
+    def fit(cls, kg: KnowledgeGraph, config: GraphEncoderConfig | None = None, train: Any = None,
+            **kwargs: Any) -> GraphEncoder:
+        """``train_graph_encoder(kg, config, train, **kwargs)`` (see :mod:`encoders.train`)."""
+        from .train import train_graph_encoder
+
+        return train_graph_encoder(kg, config, train, **kwargs)
+
+    def save(self, path: Any) -> Any:
+        """Write a checkpoint folder (safetensors + JSON); see :mod:`encoders.checkpoint`."""
+        from .checkpoint import save
+
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path: Any, kg: KnowledgeGraph | None = None, **kwargs: Any) -> GraphEncoder:
+        """Load a checkpoint, refusing a ``kg`` whose schema does not match."""
+        from .checkpoint import load
+
+        return load(path, kg, **kwargs)
 
     def score(self, z_user: torch.Tensor, z_item: torch.Tensor) -> torch.Tensor:
         """Training-time affinity ``z_u · z_i`` (all pairs: ``[n_u, n_i]``)."""

@@ -52,6 +52,8 @@ class TrainConfig:
         id_dropout: probability that a node's id embedding is dropped in a step.
         cold_item_rate, cold_user_rate: fraction of items / users that lose id and interaction
             edges in a step (simulated cold start).
+        view_dropout: probability that a node's text in one view is hidden in a step (only for
+            node types with several views), so no single view becomes indispensable.
         kg_loss_weight: weight of a DistMult triple loss on the non-interaction relations (0 = off).
         val_frac: per-user fraction of the interactions held out for early stopping (0 = none).
         val_k, val_metric: validation metric (``ndcg``/``recall``/``hit_rate`` at ``val_k``).
@@ -60,6 +62,10 @@ class TrainConfig:
         eval_every: evaluate every this many epochs.
         min_weight: keep interactions with weight >= this as positives (``None`` = all).
         steps_per_epoch: cap on steps per epoch (``None`` = a full pass).
+        sampler: ``"full"`` (default: every step propagates over the whole graph, torch.sparse
+            CSR) or ``"neighbor"`` (mini-batches from PyG's ``LinkNeighborLoader``; needs pyg-lib
+            or torch-sparse; for graphs too large for full-graph steps; the KG loss is skipped).
+        num_neighbors: neighbours sampled per layer and relation (default 10 per layer).
         seed: seeds initialisation, splits, sampling and dropout.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         progress: tqdm bars with loss and the validation metric.
@@ -67,7 +73,7 @@ class TrainConfig:
 
     epochs: int = 50
     batch_size: int = 4096
-    lr: float = 5e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     reg: float = 1e-4
     loss: str = "bpr"
@@ -76,6 +82,7 @@ class TrainConfig:
     id_dropout: float = 0.1
     cold_item_rate: float = 0.1
     cold_user_rate: float = 0.1
+    view_dropout: float = 0.0
     kg_loss_weight: float = 0.0
     kg_batch_size: int = 2048
     val_frac: float = 0.1
@@ -86,6 +93,8 @@ class TrainConfig:
     eval_every: int = 1
     min_weight: float | None = None
     steps_per_epoch: int | None = None
+    sampler: str = "full"
+    num_neighbors: list[int] | None = None
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -95,11 +104,13 @@ class TrainConfig:
             raise ValueError(f"loss must be 'bpr' or 'softmax', got {self.loss!r}")
         if self.val_metric not in ("ndcg", "recall", "hit_rate"):
             raise ValueError(f"val_metric must be ndcg, recall or hit_rate, got {self.val_metric!r}")
-        for name in ("id_dropout", "cold_item_rate", "cold_user_rate"):
+        for name in ("id_dropout", "cold_item_rate", "cold_user_rate", "view_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
         if not 0.0 <= self.val_frac < 1.0:
             raise ValueError("val_frac must be in [0, 1)")
+        if self.sampler not in ("full", "neighbor"):
+            raise ValueError(f"sampler must be 'full' or 'neighbor', got {self.sampler!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +192,68 @@ def _to_device(feats: NodeFeatures, device: torch.device) -> dict:
     return feats.to_torch(device)
 
 
+def neighbor_sampling_available() -> bool:
+    """Whether PyG can sample neighbourhoods here (it needs pyg-lib or torch-sparse)."""
+    import torch_geometric.typing as tgt
+
+    return bool(getattr(tgt, "WITH_PYG_LIB", False) or getattr(tgt, "WITH_TORCH_SPARSE", False))
+
+
+def _require_sampler() -> None:
+    if not neighbor_sampling_available():
+        raise ImportError("TrainConfig(sampler='neighbor') needs pyg-lib or torch-sparse, and neither is installed; "
+                          "the default sampler='full' needs neither")
+
+
+def _edge_index(A: torch.Tensor) -> torch.Tensor:
+    """``[2, nnz]`` (src, dst) of a ``[n_dst, n_src]`` CSR matrix."""
+    A = A.cpu()
+    crow, col = A.crow_indices(), A.col_indices()
+    dst = torch.repeat_interleave(torch.arange(A.shape[0]), crow[1:] - crow[:-1])
+    return torch.stack([col, dst])
+
+
+def _neighbor_batches(graph: EncoderGraph, pu: torch.Tensor, pi: torch.Tensor, tc: TrainConfig,
+                      cfg: GraphEncoderConfig, device: torch.device):
+    """Yield ``(subgraph, n_id, users, pos items, neg items)`` from PyG's ``LinkNeighborLoader``
+    (local indices; the subgraph is re-normalised on its own degrees, GraphSAGE-style)."""
+    from torch_geometric.data import HeteroData
+    from torch_geometric.loader import LinkNeighborLoader
+    from torch_geometric.sampler import NegativeSampling
+
+    data = HeteroData()
+    for t, n in graph.num_nodes.items():
+        data[t].num_nodes = n
+    for k in graph.relations:
+        data[k].edge_index = _edge_index(graph.adj[k][0])
+    layers = max(cfg.num_layers, 1)
+    nn_list = list(tc.num_neighbors or [10] * layers)
+    loader = LinkNeighborLoader(
+        data, num_neighbors={k: nn_list for k in graph.relations},
+        edge_label_index=(graph.interaction, torch.stack([pu.cpu(), pi.cpu()])),
+        neg_sampling=NegativeSampling("triplet", amount=tc.num_negatives), batch_size=tc.batch_size, shuffle=True)
+    forward = [k for k in graph.relations if not k[1].startswith("rev_")]
+    for batch in loader:
+        edges = {}
+        for k in forward:
+            parts = []
+            if k in batch.edge_types:
+                parts.append(batch[k].edge_index)
+            r = rev(k)
+            if r in batch.edge_types:
+                parts.append(batch[r].edge_index.flip(0))
+            if parts:
+                ei = torch.cat(parts, 1).numpy()
+                edges[k] = (ei[0], ei[1])
+        num = {t: int(batch[t].num_nodes) for t in graph.num_nodes}
+        sub = EncoderGraph.from_edges(num, edges, norm=graph.norm, interaction=graph.interaction).to(device)
+        n_id = {t: batch[t].n_id.to(device) if "n_id" in batch[t] else torch.arange(num[t], device=device)
+                for t in graph.num_nodes}
+        it = batch[graph.interaction[2]]
+        bu = batch[graph.interaction[0]].src_index.to(device)
+        yield sub, n_id, bu, it.dst_pos_index.to(device), it.dst_neg_index.reshape(len(bu), -1).to(device)
+
+
 def train_graph_encoder(kg: KnowledgeGraph, config: GraphEncoderConfig | None = None,
                         train: TrainConfig | None = None, *, interactions: pl.DataFrame | None = None,
                         features: NodeFeatures | None = None, encoder: TextEncoder | None = None,
@@ -207,6 +280,8 @@ def train_graph_encoder(kg: KnowledgeGraph, config: GraphEncoderConfig | None = 
 
     cfg = config or (model.config if model is not None else GraphEncoderConfig())
     tc = train or TrainConfig()
+    if tc.sampler == "neighbor":
+        _require_sampler()
     device = resolve_device(tc.device)
     gen = torch.Generator().manual_seed(tc.seed)
     np_rng = np.random.default_rng(tc.seed)
@@ -281,7 +356,6 @@ def train_graph_encoder(kg: KnowledgeGraph, config: GraphEncoderConfig | None = 
         steps = min(steps, tc.steps_per_epoch)
     history: list[dict[str, Any]] = []
     best, best_state, best_epoch, bad = -math.inf, None, 0, 0
-    inter_keys = {graph.interaction, rev(graph.interaction)}
 
     def evaluate() -> dict[str, float]:
         model.eval()
@@ -291,37 +365,65 @@ def train_graph_encoder(kg: KnowledgeGraph, config: GraphEncoderConfig | None = 
         tr, te, us = val
         return ranking_metrics(z["user"], z["item"], tr, te, tc.val_k, tc.seed, users=us)
 
+    multi_view = {t: vs for t, vs in model.schema.views.items() if len(vs) > 1}
+
+    def draw_views(n_id: Mapping[str, torch.Tensor] | None, sizes: Mapping[str, int]) -> dict | None:
+        if tc.view_dropout <= 0 or not multi_view:
+            return None
+        return {t: {v: (torch.rand(sizes[t], generator=gen) >= tc.view_dropout).to(device) for v in vs}
+                for t, vs in multi_view.items()}
+
+    def draw_masks(n_u: int, n_i: int) -> tuple[dict, dict]:
+        cold, keep = {}, {}
+        if tc.cold_user_rate > 0:
+            cold["user"] = (torch.rand(n_u, generator=gen) < tc.cold_user_rate).to(device)
+        if tc.cold_item_rate > 0:
+            cold["item"] = (torch.rand(n_i, generator=gen) < tc.cold_item_rate).to(device)
+        for t, n in (("user", n_u), ("item", n_i)):
+            k = torch.rand(n, generator=gen).to(device) >= tc.id_dropout
+            keep[t] = k & ~cold[t] if t in cold else k
+        return cold, keep
+
+    def full_batches():
+        perm = torch.randperm(n_pos, generator=gen)
+        for step in range(steps):
+            idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size].to(pu.device)
+            bu, bi = pu[idx], pi[idx]
+            n_neg = (len(bu), tc.num_negatives) if tc.loss == "bpr" else (tc.num_negatives,)
+            neg = torch.randint(0, n_item, n_neg, generator=gen).to(device)
+            cold, keep = draw_masks(n_user, n_item)
+            yield graph, None, bu, bi, neg, cold, keep, draw_views(None, graph.num_nodes)
+
+    def neighbor_batches():
+        for step, (sub, n_id, bu, bi, neg) in enumerate(_neighbor_batches(graph, pu, pi, tc, cfg, device)):
+            if step >= steps:
+                break
+            if tc.loss == "softmax":
+                neg = neg.flatten()
+            cold, keep = draw_masks(sub.num_nodes["user"], sub.num_nodes["item"])
+            yield sub, n_id, bu, bi, neg, cold, keep, draw_views(n_id, sub.num_nodes)
+
+    if tc.sampler == "neighbor":
+        torch.manual_seed(tc.seed)  # the loader shuffles with the global generator
+
     bar = tqdm(range(1, tc.epochs + 1), desc="train", unit="epoch", disable=not tc.progress)
     model.train()
     for epoch in bar:
         t0 = time.perf_counter()
-        perm = torch.randperm(n_pos, generator=gen)
         total, count = 0.0, 0
-        inner = tqdm(range(steps), desc=f"epoch {epoch}", unit="step", leave=False,
+        batches = neighbor_batches() if tc.sampler == "neighbor" else full_batches()
+        inner = tqdm(batches, total=steps, desc=f"epoch {epoch}", unit="step", leave=False,
                      disable=not tc.progress or steps < 20)
-        for step in inner:
-            idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size]
-            bu, bi = pu[idx.to(pu.device)], pi[idx.to(pi.device)]
-            cold = {}
-            keep = {}
-            if tc.cold_user_rate > 0:
-                cold["user"] = (torch.rand(n_user, generator=gen) < tc.cold_user_rate).to(device)
-            if tc.cold_item_rate > 0:
-                cold["item"] = (torch.rand(n_item, generator=gen) < tc.cold_item_rate).to(device)
-            for t, n in (("user", n_user), ("item", n_item)):
-                k = torch.rand(n, generator=gen).to(device) >= tc.id_dropout
-                keep[t] = k & ~cold[t] if t in cold else k
-            z = model(graph, feats, id_keep=keep, cold=cold if cold else None)
+        for g, n_id, bu, bi, neg, cold, keep, vkeep in inner:
+            z = model(g, feats, id_keep=keep, cold=cold if cold else None, n_id=n_id, view_keep=vkeep)
             zu, zi = z["user"], z["item"]
             if tc.loss == "bpr":
-                neg = torch.randint(0, n_item, (len(bu), tc.num_negatives), generator=gen).to(device)
                 su = zu[bu]
                 pos_s = (su * zi[bi]).sum(-1, keepdim=True)
-                neg_s = torch.einsum("bd,bnd->bn", su, zi[neg])
+                neg_s = torch.einsum("bd,bnd->bn", su, zi[neg.view(len(bu), -1)])
                 loss = nn.functional.softplus(neg_s - pos_s).mean()
                 ego_items = torch.cat([bi, neg.flatten()])
             else:
-                neg = torch.randint(0, n_item, (tc.num_negatives,), generator=gen).to(device)
                 cand = torch.cat([bi, neg])
                 su = nn.functional.normalize(zu[bu], dim=-1)
                 sc = nn.functional.normalize(zi[cand], dim=-1)
@@ -332,10 +434,12 @@ def train_graph_encoder(kg: KnowledgeGraph, config: GraphEncoderConfig | None = 
                 logits = logits.masked_fill(same, -1e9)
                 loss = nn.functional.cross_entropy(logits, torch.arange(len(bi), device=device))
                 ego_items = cand
-            if tc.reg > 0 and "user" in model.ids:
-                reg = model.ids["user"][bu].pow(2).sum() + model.ids["item"][ego_items].pow(2).sum()
+            if tc.reg > 0 and "user" in model.ids and "item" in model.ids:
+                gu = bu if n_id is None else n_id["user"][bu]
+                gi = ego_items if n_id is None else n_id["item"][ego_items]
+                reg = model.ids["user"][gu].pow(2).sum() + model.ids["item"][gi].pow(2).sum()
                 loss = loss + tc.reg * reg / (2 * len(bu))
-            if head is not None:
+            if head is not None and n_id is None:
                 kl = 0.0
                 for r, k in enumerate(kg_rels):
                     src, dst = kg_edges[k]

@@ -460,3 +460,44 @@ def test_ml100k_train_warm_and_inductive(ml100k, tmp_path):
     anim = np.array([bool(g) and "Animation" in g for g in items["genres"].to_list()])[:-1]
     s = cos(new, z2["item"][:-1])[0].numpy()
     assert s[anim].mean() > s[~anim].mean() + 0.1
+
+
+# ------------------------------------------------------------------------------ subgraphs / sampling
+def test_forward_on_subgraph_with_global_ids(trained):
+    """The mini-batch path runs the model on a subgraph with ``n_id`` (local → global) maps."""
+    kg, feats, model = trained
+    g = EncoderGraph.from_kg(kg)
+    full = model(g, feats)
+    ident = {t: torch.arange(n) for t, n in g.num_nodes.items()}
+    same = model(g, feats, n_id=ident)
+    for t in full:
+        torch.testing.assert_close(same[t], full[t])
+    # an induced subgraph of the first 30 users and 60 items (plus every entity)
+    from encoders.train import _edge_index
+
+    keep = {t: torch.arange(min(n, {"user": 30, "item": 60}.get(t, n))) for t, n in g.num_nodes.items()}
+    edges = {}
+    for k in g.relations:
+        if k[1].startswith("rev_"):
+            continue
+        ei = _edge_index(g.adj[k][0])
+        ok = (ei[0] < len(keep[k[0]])) & (ei[1] < len(keep[k[2]]))
+        edges[k] = (ei[0][ok].numpy(), ei[1][ok].numpy())
+    sub = EncoderGraph.from_edges({t: len(v) for t, v in keep.items()}, edges)
+    z = model(sub, feats, n_id=keep)
+    assert z["item"].shape == (60, SMALL["dim"]) and torch.isfinite(z["item"]).all()
+
+
+def test_neighbor_sampler_needs_pyg_lib(tmp_path, encoder):
+    from encoders.train import neighbor_sampling_available
+
+    kg = make_sample_kg(tmp_path / "store")
+    feats = node_features(kg, encoder)
+    tc = TrainConfig(**dict(FAST, epochs=2, sampler="neighbor", batch_size=256, num_neighbors=[5, 5]))
+    if not neighbor_sampling_available():
+        with pytest.raises(ImportError, match="pyg-lib or torch-sparse"):
+            train_graph_encoder(kg, GraphEncoderConfig(**SMALL), tc, features=feats)
+        pytest.skip("pyg-lib / torch-sparse not installed: the LinkNeighborLoader path cannot run here")
+    model = train_graph_encoder(kg, GraphEncoderConfig(**SMALL), tc, features=feats)  # pragma: no cover
+    assert model.history[-1]["loss"] < model.history[0]["loss"]
+    assert torch.isfinite(model.embed(kg, feats)["item"]).all()
