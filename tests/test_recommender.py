@@ -1,0 +1,242 @@
+"""ColdStartRecommender on the bundled samples: train on entities with interactions, then add a new
+catalog and new sign-ups and score, recommend, fold in, explain, save and load."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, build_sample_kg
+
+torch = pytest.importorskip("torch")
+
+from coldstart import ColdStartRecommender  # noqa: E402
+from kg import KnowledgeGraph, UnknownNodeError  # noqa: E402
+
+TINY = dict(dim=16, layers=2, epochs=6, patience=3, batch_size=1024, resolver_epochs=4, resolver_batch_size=1024,
+            progress=False, device="cpu")
+NEW_ITEMS = [f"n{i:04d}" for i in range(1, 21)]
+NEW_USERS = list(range(1001, 1016))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(store dir, model dir) of a model trained on the samples (no new items/users yet)."""
+    root = tmp_path_factory.mktemp("rec")
+    kg = build_sample_kg(root / "store")
+    m = ColdStartRecommender(seed=0, **TINY).fit(kg)
+    m.save(root / "model")
+    return root / "store", root / "model"
+
+
+@pytest.fixture
+def model(trained, tmp_path):
+    """A private copy (store + model) each test may change."""
+    store, model_dir = trained
+    shutil.copytree(store, tmp_path / "store")
+    return ColdStartRecommender.load(model_dir, KnowledgeGraph.open(tmp_path / "store"))
+
+
+def brute_topk(scores: np.ndarray, k: int, exclude: list[set[int]]) -> list[list[int]]:
+    out = []
+    for r, row in enumerate(scores):
+        row = row.astype(np.float64).copy()
+        row[list(exclude[r])] = -np.inf
+        order = np.argsort(-row, kind="stable")[:k]
+        out.append([int(j) for j in order if np.isfinite(row[j])])
+    return out
+
+
+def test_fit_then_new_catalog_and_new_users(model):
+    kg = model.kg
+    users_before = model.score([1, 2, 3], kg.ids("item"))
+    rep = model.add_items(SAMPLES / "new_items.csv", **SAMPLE_ITEMS)
+    assert rep.nodes_added == {"item": 20}
+    model.add_users(SAMPLES / "new_users.csv", **SAMPLE_USERS)
+    # warm scores of existing entities are unchanged by the arrivals
+    np.testing.assert_allclose(model.score([1, 2, 3], kg.ids("item")[:200]), users_before, rtol=1e-6, atol=1e-6)
+    s = model.score(NEW_USERS, NEW_ITEMS)
+    assert s.shape == (15, 20) and s.dtype == np.float32 and np.isfinite(s).all()
+    # new entities are told apart: their vectors and learned a/b come from content, not a constant
+    assert s.std(axis=1).min() > 1e-3 and s.std(axis=0).min() > 1e-3
+    z, a, b = model._final["item"]
+    new = slice(200, 220)
+    assert np.unique(np.round(a[new], 5)).size > 1 and np.unique(np.round(b[new], 5)).size > 1
+    rec = model.recommend(NEW_USERS, k=5, candidates=NEW_ITEMS)
+    assert rec.columns == ["user_id", "rank", "item_id", "score"]
+    assert rec.height == 15 * 5 and set(rec["item_id"]) <= set(NEW_ITEMS)
+    assert rec.group_by("user_id").agg(pl.col("rank").max())["rank"].to_list() == [5] * 15
+
+
+def test_new_item_lands_near_its_genre_mates(model):
+    """A new item linked only to a genre and an author scores like the existing items of that genre."""
+    kg = model.kg
+    items = pl.read_csv(SAMPLES / "items.csv")
+    mystery = [i for i, g in zip(items["item_id"], items["genres"]) if g and "Mystery" in g]
+    other = [i for i, g in zip(items["item_id"], items["genres"]) if g and "Mystery" not in g]
+    model.add_items(pl.DataFrame({"item_id": ["x1"], "title": ["The Vanishing at Fenwick Hall"],
+                                  "description": ["A detective must solve a locked-room murder."], "year": ["2026"],
+                                  "genres": ["Mystery"], "author": ["Nobody Known"], "publisher": ["Quillstone"],
+                                  "language": ["en"]}), **SAMPLE_ITEMS)
+    sim = model.similar_items(["x1"], k=10)
+    base_rate = len(mystery) / (len(mystery) + len(other))
+    assert sim["similar_item_id"].is_in(mystery).mean() > base_rate
+    z = model._final["item"][0]
+    x = z[kg.index_of("item", "x1")]
+    mi = kg.id_map("item").indices(mystery)
+    oi = kg.id_map("item").indices(other)
+    assert (z[mi] @ x).mean() > (z[oi] @ x).mean()
+
+
+def test_recommend_is_exact_topk_of_score(model):
+    kg = model.kg
+    users = [1, 5, 17, 42]
+    items = kg.ids("item")
+    s = model.score(users, items)
+    seen_df = kg.interactions().filter(pl.col("user_id").is_in(users))
+    seen = [set(kg.id_map("item").indices(seen_df.filter(pl.col("user_id") == u)["item_id"].to_list()).tolist())
+            for u in users]
+    rec = model.recommend(users, k=10)
+    for r, u in enumerate(users):
+        got = rec.filter(pl.col("user_id") == u)
+        assert got["item_id"].to_list() == [items[j] for j in brute_topk(s[r:r + 1], 10, [seen[r]])[0]]
+        np.testing.assert_allclose(got["score"].to_numpy(), np.sort(s[r][[kg.index_of("item", i) for i in
+                                                                           got["item_id"]]])[::-1], rtol=1e-5)
+        assert not set(got["item_id"]) & {items[j] for j in seen[r]}
+    # without exclusion the seen items may come back; k larger than the catalog is cut at the catalog
+    full = model.recommend([1], k=10_000, exclude_seen=False)
+    assert full.height == len(items)
+
+
+def test_onboarding_is_per_call_and_fold_in_persists(model):
+    model.add_users(SAMPLES / "new_users.csv", **SAMPLE_USERS)
+    items = model.kg.ids("item")
+    onboarding = {1001: ["b0001", "b0002", "b0003"]}
+    zero = model.score([1001], items)
+    few = model.score([1001], items, onboarding=onboarding)
+    assert not np.allclose(zero, few)
+    np.testing.assert_array_equal(model.score([1001], items), zero)  # not persisted
+    rec = model.recommend([1001], k=20, onboarding=onboarding)
+    assert not set(rec["item_id"]) & set(onboarding[1001])  # onboarding items count as seen
+    model.fold_in(onboarding)
+    np.testing.assert_allclose(model.score([1001], items), few, rtol=1e-5, atol=1e-6)
+    rec2 = model.recommend([1001], k=20)
+    assert rec2["item_id"].to_list() == rec["item_id"].to_list()
+
+
+def test_fold_in_moves_user_towards_onboarding_items(model):
+    """Three thrillers in, thriller-like items up: the fold-in uses the items' collaborative vectors."""
+    kg = model.kg
+    model.add_users(SAMPLES / "new_users.csv", **SAMPLE_USERS)
+    items = pl.read_csv(SAMPLES / "items.csv")
+    genre = items["genres"].fill_null("")
+    thr = items.filter(genre.str.contains("Thriller"))["item_id"].to_list()
+    non = items.filter(~genre.str.contains("Thriller"))["item_id"].to_list()
+    before = model.score([1002], items["item_id"].to_list())[0]
+    after = model.score([1002], items["item_id"].to_list(), onboarding={1002: thr[:3]})[0]
+    idx = {i: j for j, i in enumerate(items["item_id"].to_list())}
+    gain_thr = np.mean([after[idx[i]] - before[idx[i]] for i in thr[3:]])
+    gain_non = np.mean([after[idx[i]] - before[idx[i]] for i in non])
+    assert gain_thr > gain_non
+
+
+def test_explain_breakdown_and_paths(model):
+    kg = model.kg
+    rec = model.recommend([7], k=3)
+    item = rec["item_id"][0]
+    e = model.explain(7, item)
+    assert e.score == pytest.approx(float(rec["score"][0]), abs=1e-4)
+    assert e.score == pytest.approx(e.a_user * e.a_item * e.cos + e.b_user + e.b_item, abs=1e-5)
+    assert e.similarity == pytest.approx(e.a_user * e.a_item * e.cos, abs=1e-6)
+    assert e.paths, "a warm user and a recommended item are connected in the sample graph"
+    contrib = [p["contribution"] for p in e.paths]
+    assert contrib == sorted(contrib, reverse=True)
+    for p in e.paths:
+        nodes = p["path"][0::2]
+        assert nodes[0] == ["user", 7] and nodes[-1] == ["item", item]
+        assert all(kg.has_node(t, i) for t, i in nodes)
+        assert p["text"].startswith("you ")
+    assert e.reason.startswith("because you ")
+    d = e.to_dict()
+    json.dumps(d)  # serialisable for reports
+    assert "score" in str(e)
+
+
+def test_save_load_roundtrip_after_arrivals(model, tmp_path):
+    model.add_items(SAMPLES / "new_items.csv", **SAMPLE_ITEMS)
+    model.add_users(SAMPLES / "new_users.csv", **SAMPLE_USERS)
+    model.fold_in({1003: ["b0010", "b0011"]})
+    users, items = [1, 1003, 1010], ["b0001", "n0005", "n0017"]
+    expected = model.score(users, items)
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "encoder", "resolver.safetensors"]
+    assert not list(tmp_path.glob(".m.*"))  # no temp folders left
+    m2 = ColdStartRecommender.load(tmp_path / "m", model.kg)
+    np.testing.assert_allclose(m2.score(users, items), expected, rtol=1e-5, atol=1e-6)
+    # saving again over the folder replaces it
+    m2.save(tmp_path / "m")
+    np.testing.assert_allclose(ColdStartRecommender.load(tmp_path / "m", model.kg).score(users, items), expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_load_refuses_other_store(trained, tmp_path):
+    _, model_dir = trained
+    other = KnowledgeGraph.create(tmp_path / "other")
+    other.ingest_items(SAMPLES / "items.csv", **SAMPLE_ITEMS)
+    with pytest.raises(Exception, match="not|lacks|differ"):
+        ColdStartRecommender.load(model_dir, other)
+    with pytest.raises(FileNotFoundError, match="not a kg-coldstart model"):
+        ColdStartRecommender.load(tmp_path)
+
+
+def test_seeded_fit_is_deterministic(trained, tmp_path):
+    store, model_dir = trained
+    shutil.copytree(store, tmp_path / "store")
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    a = ColdStartRecommender(seed=0, **TINY).fit(kg).score([1, 2], kg.ids("item"))
+    b = ColdStartRecommender.load(model_dir, kg).score([1, 2], kg.ids("item"))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_input(model):
+    with pytest.raises(UnknownNodeError, match="unknown user id.*999999"):
+        model.score([999999], ["b0001"])
+    with pytest.raises(UnknownNodeError, match="unknown item id.*nope"):
+        model.recommend([1], candidates=["nope"])
+    with pytest.raises(UnknownNodeError, match="nope"):
+        model.score([1], ["b0001"], onboarding={1: ["nope"]})
+    with pytest.raises(TypeError, match="list of item ids"):
+        model.score([1], ["b0001"], onboarding={1: "b0001"})
+    with pytest.raises(ValueError, match="k must be"):
+        model.recommend([1], k=0)
+    with pytest.raises(TypeError, match="unknown ColdStartRecommender option"):
+        ColdStartRecommender(dimm=3)
+    with pytest.raises(ValueError, match="cold_sim"):
+        ColdStartRecommender(cold_sim=1.5)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ColdStartRecommender().score([1], ["b0001"])
+    # a failed add leaves the model and the store as they were
+    version = model.kg.version
+    with pytest.raises(Exception, match="items_missing_column"):
+        model.add_items(SAMPLES / "bad" / "items_missing_column.csv", **SAMPLE_ITEMS)
+    assert model.kg.version == version and model.score([1], ["b0001"]).shape == (1, 1)
+
+
+def test_train_on_split_leaves_heldout_items_cold(trained, tmp_path):
+    """``fit(kg, interactions=...)``: items without training interactions are served as cold."""
+    shutil.copytree(trained[0], tmp_path / "store")  # with its text-embedding cache
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    inter = kg.interactions()
+    held = ["b0001", "b0002", "b0003"]
+    m = ColdStartRecommender(seed=1, **TINY).fit(kg, interactions=inter.filter(~pl.col("item_id").is_in(held)))
+    idx = kg.id_map("item").indices(held)
+    assert (m._cnt["item"][idx] == 0).all()
+    # λ(0) = 0: a cold item's vector is its aligned content vector, nothing collaborative
+    with torch.no_grad():
+        content = m._module.content("item", torch.from_numpy(m._views_all["zc"]["item"][idx])).numpy()
+    np.testing.assert_allclose(m._final["item"][0][idx], content, rtol=1e-5, atol=1e-6)
+    s = m.score(kg.ids("user")[:5], held)
+    assert np.isfinite(s).all()
