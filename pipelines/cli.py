@@ -202,12 +202,68 @@ def cmd_compact(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    import time
+
     from kg import KnowledgeGraph
     from pipelines.jobs import demo
 
-    demo(a.store, a.samples)
+    t0 = time.perf_counter()
+    res = demo(a.store, a.samples, progress=not a.quiet)
     _print_info(KnowledgeGraph.open(a.store), as_json=False)
+    tr = res["train"]
+    val = ", ".join(f"{k} {v:.3f}" for k, v in tr["validation_ndcg@20"].items())
+    print(f"\ntrained in {tr['seconds']:.0f} s; validation NDCG@20: {val}; model saved to {res['model']}")
+    for title, df, who in (("New items → the users to show them to", res["new_items"], "user_id"),
+                           ("New users → recommended items", res["new_users"], "item_id")):
+        print(f"\n{title}:")
+        _print_recs(df, who, KnowledgeGraph.open(a.store))
+    print(f"\nwrote {res['out']}/new_items.parquet and new_users.parquet in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _print_recs(df: Any, target: str, kg: Any, limit: int = 30) -> None:
+    rows = df.head(limit).iter_rows(named=True)
+    kind = "user" if target == "user_id" else "item"
+    for r in rows:
+        who = kg.label("item", r["item_id"]) if kind == "user" else f"user {r['user_id']}"
+        what = f"user {r['user_id']}" if kind == "user" else kg.label("item", r["item_id"])
+        lead = f"{r['entity_type']} {r['entity_id']}" + (f" ({who})" if kind == "user" else "")
+        print(f"  {lead:<46.46} #{r['rank']} {what:<36.36} {r['score']:+.3f}  {r.get('reason', '')}")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from pipelines.jobs import train
+
+    res = train(a.store, a.out, a.config, progress=not a.quiet)
+    val = ", ".join(f"{k} {v:.4f}" for k, v in res["validation_ndcg@20"].items())
+    print(f"trained on store {a.store} (version {res['store_version']}) in {res['seconds']:.1f} s; "
+          f"validation NDCG@20: {val}; model written to {a.out}")
+    return 0
+
+
+def cmd_recommend(a: argparse.Namespace) -> int:
+    from pipelines.jobs import recommend
+
+    df = recommend(a.model, a.store, new_items=a.new_items, new_users=a.new_users, users=a.users,
+                   onboarding=a.onboarding, k=a.k, audience=a.audience, out=a.out, csv=a.csv or None,
+                   explain=a.explain, schema=a.schema, progress=not a.quiet)
+    print(f"wrote {df.height:,} rows for {df['entity_id'].n_unique():,} entities to {a.out}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from pipelines.evaluate import evaluate
+
+    res = evaluate(a.store, protocol=a.protocol, seeds=a.seeds, out=a.out, k=a.k, model_config=_model_config(a.config),
+                   progress=not a.quiet)
+    print((Path(a.out) / "report.md").read_text(encoding="utf-8") if (Path(a.out) / "report.md").is_file() else res)
+    return 0
+
+
+def _model_config(path: str | None) -> dict[str, Any] | None:
+    from pipelines.jobs import read_config
+
+    return read_config(path) if path else None
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -304,10 +360,47 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--keep-versions", type=int, default=1)
     cp.set_defaults(func=cmd_compact)
 
-    dm = sub.add_parser("demo", help="run the main job on the bundled sample data (data_samples/)")
-    dm.add_argument("--store", default="demo-store", help="store directory to (re)create (default demo-store)")
+    dm = sub.add_parser("demo", help="run the main job on the bundled sample data (data_samples/): ingest, "
+                                     "train, recommend for new items and new users, with reasons")
+    dm.add_argument("--store", default="demo-store", help="store directory to (re)create (default demo-store; "
+                                                         "the model goes to demo-store-model, outputs to demo-store-recs)")
     dm.add_argument("--samples", help="sample folder (default ./data_samples or the one in the repo)")
+    dm.add_argument("--quiet", action="store_true", help="no progress bars")
     dm.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="encode text, train the graph encoder and the resolver, save the model")
+    tr.add_argument("--store", required=True)
+    tr.add_argument("--out", required=True, help="model folder to write (safetensors + JSON; replaced atomically)")
+    tr.add_argument("--config", help="TOML or JSON file with model options (coldstart.RecommenderConfig keys, seed)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
+
+    rc = sub.add_parser("recommend", help="write recommendations for new items, new users or existing users")
+    rc.add_argument("--model", required=True, help="model folder written by `kgcs train`")
+    rc.add_argument("--store", required=True)
+    who = rc.add_mutually_exclusive_group(required=True)
+    who.add_argument("--new-items", help="catalog file of new items: ingested, then each gets its audience")
+    who.add_argument("--new-users", help="file of new users: ingested, then recommended for")
+    who.add_argument("--users", help="file with a user_id column of existing users")
+    rc.add_argument("--onboarding", help="interactions (user_id,item_id) of the users to fold in first")
+    rc.add_argument("--schema", help="TOML schema with the column mapping of the new items/users file")
+    rc.add_argument("--k", type=int, default=20, help="items per user (default 20)")
+    rc.add_argument("--audience", type=int, help="users per new item (default --k)")
+    rc.add_argument("--out", default="recs.parquet", help="output file (.parquet, or .csv)")
+    rc.add_argument("--csv", action="store_true", help="write CSV whatever the file name")
+    rc.add_argument("--explain", action="store_true", help="add a reason string and the top graph path")
+    rc.add_argument("--quiet", action="store_true", help="no progress bars")
+    rc.set_defaults(func=cmd_recommend)
+
+    ev = sub.add_parser("evaluate", help="cold-item / cold-user / warm protocols: report.md and plots")
+    ev.add_argument("--store", required=True)
+    ev.add_argument("--protocol", choices=("cold-item", "cold-user", "warm", "all"), default="all")
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ev.add_argument("--k", type=int, default=20)
+    ev.add_argument("--config", help="TOML or JSON file with model options")
+    ev.add_argument("--out", default="eval-report", help="report folder (default eval-report)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_evaluate)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -1,13 +1,30 @@
 """Batch jobs: each is a Python function and a ``kgcs`` command."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
+
 from kg import KnowledgeGraph
+from kg.errors import KGError
 from kg.schema import ingest_kwargs, load_schema
+
+
+class JobError(KGError):
+    """A batch job cannot run with what it was given (the message says what to fix)."""
+
+
+# a small, quick model for the bundled samples (the demo must finish in well under 2 minutes)
+DEMO_CONFIG: dict[str, Any] = dict(dim=32, layers=2, epochs=30, patience=4, batch_size=2048, resolver_epochs=10,
+                                   resolver_batch_size=2048)
 
 REPO_SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
 
@@ -38,7 +55,227 @@ def ingest_samples(store: str | os.PathLike, samples: str | os.PathLike | None =
     return kg
 
 
-def demo(store: str | os.PathLike = "demo-store", samples: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The README's main job on the bundled samples: ingest everything and summarise the graph."""
-    kg = ingest_samples(store, samples)
-    return kg.stats()
+# ------------------------------------------------------------------------------------ train
+def read_config(config: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Model options from a TOML/JSON file or a mapping (keys of ``coldstart.RecommenderConfig`` and ``seed``)."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    path = Path(config)
+    if not path.is_file():
+        raise JobError(f"{path}: config file not found")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            import tomllib
+
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+    except (ValueError, OSError) as e:
+        raise JobError(f"{path}: cannot read config: {e}") from None
+    data = data.get("model", data)  # either top-level keys or a [model] table
+    from coldstart import RecommenderConfig
+
+    try:
+        RecommenderConfig.from_kwargs({k: v for k, v in data.items() if k != "seed"})
+    except (TypeError, ValueError) as e:
+        raise JobError(f"{path}: {e}") from None
+    return dict(data)
+
+
+def train(store: str | os.PathLike, out: str | os.PathLike, config: Any = None, *,
+          progress: bool = True) -> dict[str, Any]:
+    """Encode text (cached), train the graph encoder and the resolver on the store's interactions,
+    save the model folder ``out`` (safetensors + JSON; replaced atomically) and return a summary
+    with the validation metrics."""
+    from coldstart import ColdStartRecommender
+
+    opts = read_config(config)
+    seed = int(opts.pop("seed", 0))
+    opts.setdefault("progress", progress)
+    kg = _open_store(store)
+    if kg.interactions().height == 0:
+        raise JobError(f"store {store} has no interactions to train on")
+    _check_writable(Path(out).parent)
+    t0 = time.perf_counter()
+    model = ColdStartRecommender(seed=seed, **opts).fit(kg)
+    model.save(out)
+    hist = model.history.get("resolver", {}).get("history", [])
+    best = max(hist, key=lambda r: r.get("val_ndcg_mean", -1.0)) if hist else {}
+    return {"model": str(out), "store": str(store), "store_version": kg.version, "seconds": time.perf_counter() - t0,
+            "encoder_epochs": model.history["encoder"]["epochs"],
+            "validation_ndcg@20": {k[len("val_ndcg_"):]: v for k, v in best.items() if k.startswith("val_ndcg_")}}
+
+
+# ------------------------------------------------------------------------------------ recommend
+def _open_store(store: str | os.PathLike) -> KnowledgeGraph:
+    if not (Path(store) / "manifest.json").is_file():
+        raise JobError(f"{store} is not a graph store (no manifest.json); ingest data first")
+    return KnowledgeGraph.open(store)
+
+
+def _check_writable(folder: Path) -> None:
+    folder = folder if str(folder) else Path(".")
+    if not folder.exists():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as e:
+            raise JobError(f"cannot create output folder {folder}: {e.strerror}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kgcs-write-test-"):
+            pass
+    except OSError as e:
+        raise JobError(f"cannot write to {folder}: {e.strerror}") from None
+
+
+def load_model(model: str | os.PathLike, store: str | os.PathLike):
+    """Load a saved model against a store, turning mismatches into one clear :class:`JobError`."""
+    from coldstart import ColdStartRecommender
+
+    kg = _open_store(store)
+    try:
+        return ColdStartRecommender.load(model, kg)
+    except (FileNotFoundError, ValueError) as e:
+        raise JobError(f"model {model} cannot serve store {store}: {e}") from None
+
+
+def _ids_of(path: str | os.PathLike, col: str, what: str, **read: Any) -> list[Any]:
+    """The distinct ids of column ``col`` of a file, in file order (clear errors for missing
+    column, empty file, empty cells)."""
+    from kg.errors import IngestError
+    from kg.ingest import ROW, read_table
+
+    table = read_table(path, **read)
+    df = table.df
+    if col not in df.columns:
+        raise JobError(f"{path}: no {col!r} column (columns: {[c for c in df.columns if c != ROW]})")
+    ids = df.get_column(col)
+    if ids.len() == 0:
+        raise JobError(f"{path}: no rows: nothing to recommend for")
+    empty = ids.is_null() | (ids.cast(pl.Utf8).str.strip_chars() == "")
+    if empty.any():
+        row = int(df.get_column(ROW).filter(empty)[0])
+        raise IngestError(table.problem(row, col, f"empty {what} id"))
+    return ids.unique(maintain_order=True).to_list()
+
+
+def _write_frame(df: pl.DataFrame, out: Path, csv: bool) -> Path:
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        if csv:
+            df.write_csv(tmp)
+        else:
+            df.write_parquet(tmp, statistics=False)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+OUTPUT_COLUMNS = ["entity_type", "entity_id", "rank", "user_id", "item_id", "score"]
+
+
+def recommend(model: str | os.PathLike, store: str | os.PathLike, *, new_items: str | os.PathLike | None = None,
+              new_users: str | os.PathLike | None = None, users: str | os.PathLike | None = None,
+              onboarding: str | os.PathLike | None = None, k: int = 20, audience: int | None = None,
+              out: str | os.PathLike = "recs.parquet", csv: bool | None = None, explain: bool = False,
+              schema: str | os.PathLike | None = None, progress: bool = True) -> pl.DataFrame:
+    """Write recommendations for new items (their audience: the users to show them to), new
+    users (ingested, then zero-shot or folded in from ``onboarding``) or existing users.
+
+    One row per (entity, rank): ``entity_type, entity_id, rank, user_id, item_id, score`` and, with
+    ``explain``, ``reason`` and ``path``. Parquet (or CSV when ``csv`` or ``out`` ends in .csv),
+    written atomically; the same job run twice writes the same rows.
+    """
+    given = [x for x in (new_items, new_users, users) if x is not None]
+    if len(given) != 1:
+        raise JobError("give exactly one of new_items, new_users or users (--new-items/--new-users/--users)")
+    if not isinstance(k, int) or k < 1:
+        raise JobError(f"k must be a positive integer, got {k!r}")
+    out = Path(out)
+    csv = out.suffix.lower() == ".csv" if csv is None else csv
+    _check_writable(out.parent)
+    for f in given + ([onboarding] if onboarding else []):
+        if not Path(f).is_file():
+            raise JobError(f"{f}: file not found")
+    sch = load_schema(schema) if schema else {}
+    m = load_model(model, store)
+    kg = m.kg
+    if new_items is not None:
+        kw = ingest_kwargs(sch, "items") if sch else {}
+        ids = _ids_of(new_items, kw.get("id_col", "item_id"), "item")
+        m.add_items(new_items, **kw)
+        n_aud = audience or k
+        u_ids = kg.ids("user")
+        scores = m.score(u_ids, ids)
+        rows = []
+        order = np.argsort(-scores, axis=0, kind="stable")[:n_aud]
+        for j, item in enumerate(ids):
+            for r, ui in enumerate(order[:, j]):
+                rows.append(("item", str(item), r + 1, u_ids[ui], item, float(scores[ui, j])))
+        df = _rows_frame(rows)
+    else:
+        if new_users is not None:
+            kw = ingest_kwargs(sch, "users") if sch else {}
+            ids = _ids_of(new_users, kw.get("id_col", "user_id"), "user")
+            m.add_users(new_users, **kw)
+        else:
+            ids = _ids_of(users, "user_id", "user")
+        ob = _onboarding(onboarding, ids) if onboarding else None
+        if ob:
+            m.fold_in(ob)
+        recs = m.recommend(ids, k=k)
+        df = _rows_frame([("user", str(u), r, u, i, s) for u, r, i, s in recs.iter_rows()])
+    if explain:
+        reasons, paths = [], []
+        for u, i in zip(df["user_id"].to_list(), df["item_id"].to_list()):
+            e = m.explain(u, i, max_paths=1)
+            reasons.append(e.reason)
+            paths.append(json.dumps(e.paths[0]["path"]) if e.paths else "")
+        df = df.with_columns(pl.Series("reason", reasons), pl.Series("path", paths))
+    _write_frame(df, out, csv)
+    return df
+
+
+def _rows_frame(rows: list[tuple]) -> pl.DataFrame:
+    cols = list(zip(*rows)) if rows else [[] for _ in OUTPUT_COLUMNS]
+    return pl.DataFrame({"entity_type": pl.Series(cols[0], dtype=pl.Utf8),
+                         "entity_id": pl.Series(cols[1], dtype=pl.Utf8),
+                         "rank": pl.Series(cols[2], dtype=pl.Int32),
+                         "user_id": pl.Series(cols[3]), "item_id": pl.Series(cols[4]),
+                         "score": pl.Series(cols[5], dtype=pl.Float32)})
+
+
+def _onboarding(path: str | os.PathLike, users: Sequence[Any]) -> dict[Any, list[Any]]:
+    from kg.ingest import read_table
+
+    df = read_table(path).df
+    for c in ("user_id", "item_id"):
+        if c not in df.columns:
+            raise JobError(f"{path}: onboarding interactions need a {c!r} column")
+    g = df.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
+    return {u: list(v) for u, v in zip(g["user_id"].to_list(), g["item_id"].to_list())}
+
+
+# ------------------------------------------------------------------------------------ demo
+def demo(store: str | os.PathLike = "demo-store", samples: str | os.PathLike | None = None,
+         model: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+         progress: bool = True) -> dict[str, Any]:
+    """The README's main job on the bundled samples: ingest, train, recommend for the sample new
+    items and new users (with reasons). Returns the stats, training summary and both tables."""
+    root = find_samples(samples)
+    kg = ingest_samples(store, root)
+    model = Path(model) if model else Path(store).with_name(Path(store).name + "-model")
+    out = Path(out) if out else Path(store).with_name(Path(store).name + "-recs")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = train(store, model, DEMO_CONFIG, progress=progress)
+    schema = root / "schema.toml"
+    items = recommend(model, store, new_items=root / "new_items.csv", audience=3, k=3, explain=True,
+                      out=out / "new_items.parquet", schema=schema, progress=progress)
+    users = recommend(model, store, new_users=root / "new_users.csv", k=3, explain=True,
+                      out=out / "new_users.parquet", schema=schema, progress=progress)
+    return {"stats": kg.stats(), "train": summary, "new_items": items, "new_users": users, "out": str(out),
+            "model": str(model)}
