@@ -256,7 +256,7 @@ class ColdStartRecommender:
         # --- resolver, on the views of the graph it may see: fit edges only (val stays unseen)
         t0 = time.perf_counter()
         fit_pairs = self._pairs(fit_df)
-        views = self._views(fit_df, feats)
+        views = self._views(fit_df, feats, with_fewshot=True)
         self._train_resolver(views, fit_pairs, None if val_df is None else self._pairs(val_df), device)
         self.history["resolver"]["seconds"] = time.perf_counter() - t0
 
@@ -307,33 +307,45 @@ class ColdStartRecommender:
         return pl.DataFrame({"user_id": pl.Series(self.kg.id_map("user").external(pairs[0])),
                              "item_id": pl.Series(self.kg.id_map("item").external(pairs[1]))})
 
-    def _views(self, interactions: pl.DataFrame, feats, cold_only_new: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    def _views(self, interactions: pl.DataFrame, feats, with_fewshot: bool = False) -> dict[str, Any]:
         """``{"zg": {type: ...}, "zc": {user/item: ...}}``, L2-normalised.
 
         ``zg``: the collaborative pass (ids + the given interactions + KG). ``zc``: each user's and
         item's *self-cold* vector — its embedding when its own id and interaction edges are dropped
         while everyone else stays warm, which is what a brand-new entity gets (e.g. a new user
         reaches warm users' collaborative vectors through its occupation node). Computed in
-        ``round(1/cold_rate)`` passes that each drop a disjoint random share of users and items,
-        the same simulation the encoder was trained with.
+        ``round(1/cold_rate)`` passes per side that each drop a disjoint random share of that side,
+        the same simulation the encoder was trained with. ``with_fewshot`` also returns the item
+        vectors of each user-partition pass (for leak-free few-shot simulation in training).
         """
         torch = _import_torch()
         enc = self.encoder
         graph = enc.graph(self.kg, interactions, strict=False)
         parts = max(2, round(1.0 / max(self.config.cold_rate, 0.05)))
         rng = np.random.default_rng(self.seed + 7)
+        n = {s: graph.num_nodes[s] for s in SIDES}
         with torch.no_grad():
             enc.eval()
             zg = enc(graph, feats)
             zc = {s: zg[s].clone() for s in SIDES}
-            part = {s: torch.from_numpy(rng.permutation(graph.num_nodes[s]) % parts).to(enc.device) for s in SIDES}
-            for p in range(parts):
-                cold = {s: part[s] == p for s in SIDES}
-                z = enc(graph, feats, id_keep={s: ~cold[s] for s in SIDES}, cold=cold)
-                for s in SIDES:
-                    zc[s][cold[s]] = z[s][cold[s]]
-        return {"zg": {t: _normalize(v.float().cpu().numpy()) for t, v in zg.items()},
-                "zc": {t: _normalize(zc[t].float().cpu().numpy()) for t in SIDES}}
+            part = {s: torch.from_numpy(rng.permutation(n[s]) % parts).to(enc.device) for s in SIDES}
+            # item vectors as seen without each user partition: few-shot users are simulated with
+            # items that carry no trace of those users' own interactions (as for a real new user)
+            few_items = np.empty((parts, n["item"], zg["item"].shape[1]), dtype=np.float32) if with_fewshot else None
+            for side in SIDES:  # one side cold at a time, the other side warm: exactly a new entity's situation
+                other = "item" if side == "user" else "user"
+                for p in range(parts):
+                    cold = {side: part[side] == p, other: torch.zeros(n[other], dtype=torch.bool, device=enc.device)}
+                    z = enc(graph, feats, id_keep={side: ~cold[side]}, cold=cold)
+                    zc[side][cold[side]] = z[side][cold[side]]
+                    if side == "user" and with_fewshot:
+                        few_items[p] = _normalize(z["item"].float().cpu().numpy())
+        out = {"zg": {t: _normalize(v.float().cpu().numpy()) for t, v in zg.items()},
+               "zc": {t: _normalize(zc[t].float().cpu().numpy()) for t in SIDES}}
+        if with_fewshot:
+            out["few_items"] = few_items
+            out["user_part"] = part["user"].cpu().numpy()
+        return out
 
     def _warm_pass(self, interactions: pl.DataFrame, feats) -> dict[str, np.ndarray]:
         """The collaborative pass only (new nodes have no id and no interactions: it is their
@@ -358,6 +370,8 @@ class ColdStartRecommender:
         Resolver = _build_module(cfg.dim, cfg.head_hidden)
         mod = Resolver(n_user, n_item).to(device)
         T = {k: {s: torch.from_numpy(views[k][s]).to(device) for s in SIDES} for k in ("zg", "zc")}
+        few_items = torch.from_numpy(views["few_items"]).to(device)  # [parts, n_item, d]
+        user_part = torch.from_numpy(views["user_part"]).to(device)
         pu, pi = (torch.from_numpy(a).to(device) for a in fit)
         cnt = {"user": torch.bincount(pu, minlength=n_user).float(), "item": torch.bincount(pi, minlength=n_item).float()}
         # user → its fit items (CSR) for few-shot simulation
@@ -395,7 +409,7 @@ class ColdStartRecommender:
                 w = (j.unsqueeze(0) < k.unsqueeze(1)).float()
                 if target is not None:
                     w = w * (its != target.unsqueeze(1)).float()
-                folded = mod.folded((T["zg"]["item"][its] * w.unsqueeze(2)).sum(1))
+                folded = mod.folded((few_items[user_part[idx].unsqueeze(1), its] * w.unsqueeze(2)).sum(1))
                 zg = torch.where(few.unsqueeze(1), folded, zg)
                 n = torch.where(few, k.float(), n)
             return mod.side(s, zg, zc, n, off)

@@ -1,0 +1,150 @@
+"""The batch jobs through the CLI: ingest → train → recommend new items and new users (→ evaluate),
+checking what the outputs contain, and bad input leaving existing outputs untouched."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import SAMPLES
+
+pytest.importorskip("torch")
+
+from pipelines.cli import main  # noqa: E402
+
+TINY_TOML = """[model]
+seed = 0
+dim = 16
+layers = 2
+epochs = 6
+patience = 3
+batch_size = 1024
+resolver_epochs = 4
+resolver_batch_size = 1024
+device = "cpu"
+"""
+NEW_ITEMS = [f"n{i:04d}" for i in range(1, 21)]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A store ingested and a model trained through the CLI (shared by the tests; each test that
+    changes the store works on a copy)."""
+    root = tmp_path_factory.mktemp("chain")
+    store, schema = root / "store", str(SAMPLES / "schema.toml")
+    for kind, f in (("items", "items.csv"), ("users", "users.csv"), ("interactions", "interactions.csv"),
+                    ("triples", "triples.ttl")):
+        assert main(["ingest", kind, str(SAMPLES / f), "--store", str(store), "--schema", schema]) == 0
+    (root / "tiny.toml").write_text(TINY_TOML)
+    assert main(["train", "--store", str(store), "--out", str(root / "model"), "--config", str(root / "tiny.toml"),
+                 "--quiet"]) == 0
+    return root
+
+
+@pytest.fixture
+def work(chain, tmp_path):
+    shutil.copytree(chain / "store", tmp_path / "store")
+    return tmp_path, str(tmp_path / "store"), str(chain / "model")
+
+
+def test_train_writes_model(chain, capsys):
+    names = sorted(p.name for p in (chain / "model").iterdir())
+    assert names == ["config.json", "encoder", "resolver.safetensors"]
+
+
+def test_recommend_new_items_audience(work, capsys):
+    tmp, store, model = work
+    out = tmp / "items.parquet"
+    args = ["recommend", "--model", model, "--store", store, "--new-items", str(SAMPLES / "new_items.csv"),
+            "--schema", str(SAMPLES / "schema.toml"), "--audience", "3", "--out", str(out), "--explain", "--quiet"]
+    assert main(args) == 0
+    df = pl.read_parquet(out)
+    assert df.columns == ["entity_type", "entity_id", "rank", "user_id", "item_id", "score", "reason", "path"]
+    assert df.height == 20 * 3 and sorted(df["entity_id"].unique()) == NEW_ITEMS
+    assert (df["entity_type"] == "item").all() and (df["entity_id"] == df["item_id"]).all()
+    from kg import KnowledgeGraph
+
+    kg = KnowledgeGraph.open(store)
+    assert all(kg.has_node("item", i) for i in NEW_ITEMS)  # ingested
+    assert set(df["user_id"]) <= set(kg.ids("user"))
+    for _, g in df.group_by("entity_id"):
+        g = g.sort("rank")
+        assert g["rank"].to_list() == [1, 2, 3]
+        assert (np.diff(g["score"].to_numpy()) <= 1e-6).all()  # best audience first
+    assert df["reason"].str.len_chars().min() > 0
+    # the same job again writes the same rows (the items are already there: nothing new ingested)
+    before = kg.version
+    assert main(args) == 0
+    assert pl.read_parquet(out).equals(df)
+    assert KnowledgeGraph.open(store).version == before
+
+
+def test_recommend_new_users_csv_matches_api(work):
+    tmp, store, model = work
+    out = tmp / "users.csv"
+    assert main(["recommend", "--model", model, "--store", store, "--new-users", str(SAMPLES / "new_users.csv"),
+                 "--schema", str(SAMPLES / "schema.toml"), "--k", "5", "--out", str(out), "--quiet"]) == 0
+    df = pl.read_csv(out)
+    assert df.height == 15 * 5 and sorted(df["entity_id"].unique()) == list(range(1001, 1016))
+    assert (df["entity_type"] == "user").all()
+    from coldstart import ColdStartRecommender
+    from kg import KnowledgeGraph
+
+    m = ColdStartRecommender.load(model, KnowledgeGraph.open(store))
+    api = m.recommend([1001], k=5)
+    got = df.filter(pl.col("user_id") == 1001).sort("rank")
+    assert got["item_id"].to_list() == api["item_id"].to_list()
+    np.testing.assert_allclose(got["score"].to_numpy(), api["score"].to_numpy(), rtol=1e-4)
+
+
+def test_recommend_existing_users_with_onboarding(work):
+    tmp, store, model = work
+    (tmp / "users.csv").write_text("user_id\n1\n2\n")
+    (tmp / "onb.csv").write_text("user_id,item_id\n1,b0190\n1,b0191\n")
+    out = tmp / "r.parquet"
+    assert main(["recommend", "--model", model, "--store", store, "--users", str(tmp / "users.csv"),
+                 "--onboarding", str(tmp / "onb.csv"), "--k", "4", "--out", str(out), "--quiet"]) == 0
+    df = pl.read_parquet(out)
+    assert df.height == 8 and not df.filter(pl.col("user_id") == 1)["item_id"].is_in(["b0190", "b0191"]).any()
+
+
+def test_bad_input_leaves_outputs_untouched(work, tmp_path, capsys):
+    tmp, store, model = work
+    out = tmp / "r.parquet"
+    (tmp / "users.csv").write_text("user_id\n1\n")
+    assert main(["recommend", "--model", model, "--store", store, "--users", str(tmp / "users.csv"),
+                 "--out", str(out), "--quiet"]) == 0
+    good = out.read_bytes()
+    cases = {
+        "unknown.csv": ("user_id\n1\n424242\n", "unknown user id.*424242"),
+        "empty.csv": ("user_id\n", "no rows"),
+        "nocol.csv": ("uid\n1\n", "no 'user_id' column"),
+    }
+    for name, (text, msg) in cases.items():
+        (tmp / name).write_text(text)
+        capsys.readouterr()
+        assert main(["recommend", "--model", model, "--store", store, "--users", str(tmp / name),
+                     "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and pytest.importorskip("re").search(msg, err), err
+        assert out.read_bytes() == good
+    # a model trained on another store
+    from conftest import build_sample_kg
+
+    other = build_sample_kg(tmp_path / "other", triples=False)
+    assert main(["recommend", "--model", model, "--store", str(other.path), "--users", str(tmp / "users.csv"),
+                 "--out", str(out), "--quiet"]) == 2
+    assert "cannot serve store" in capsys.readouterr().err and out.read_bytes() == good
+    # an output that cannot be written (its folder would be inside a file)
+    blocker = tmp / "blocker"
+    blocker.write_text("")
+    assert main(["recommend", "--model", model, "--store", store, "--users", str(tmp / "users.csv"),
+                 "--out", str(blocker / "r.parquet"), "--quiet"]) == 2
+    assert pytest.importorskip("re").search("cannot (create output folder|write to)", capsys.readouterr().err)
+    # not a store / not a model
+    assert main(["recommend", "--model", str(tmp), "--store", store, "--users", str(tmp / "users.csv"),
+                 "--out", str(out), "--quiet"]) == 2
+    assert main(["train", "--store", str(tmp / "nostore"), "--out", str(tmp / "m")]) == 2
+    assert "not a graph store" in capsys.readouterr().err
