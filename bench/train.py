@@ -26,12 +26,12 @@ import platform
 import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # allow `python bench/train.py` without installing the package
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "bench"):  # allow `python bench/train.py` without installing the package
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 DEFAULT_DATA = Path(os.environ.get("KGCS_DATA", REPO.parent / "shared" / "data"))
 
@@ -85,96 +85,8 @@ def open_store(dataset: str, data_dir: Path, store: Path):
 
 
 # ------------------------------------------------------------------------------ LightGCN (PyG)
-def train_lightgcn(kg, fit_df, val_df, args, device, log):
-    """PyG's ``torch_geometric.nn.LightGCN`` with BPR on the same split, torch CSR adjacency."""
-    import numpy as np
-    import torch
-    from torch_geometric.nn import LightGCN
-    from torch_geometric.utils import to_torch_csr_tensor
-    from tqdm.auto import tqdm
-
-    from encoders.train import positives, ranking_metrics
-
-    n_u, n_i = kg.num_nodes("user"), kg.num_nodes("item")
-    N = n_u + n_i
-
-    def adj(df):
-        u, i = positives(kg, df)
-        key = np.unique(u * n_i + i)
-        u, i = key // n_i, key % n_i
-        ei = torch.from_numpy(np.stack([np.concatenate([u, i + n_u]), np.concatenate([i + n_u, u])]))
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            csr = to_torch_csr_tensor(ei, size=(N, N))
-        return csr.to(device), torch.from_numpy(u), torch.from_numpy(i)
-
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    A, pu, pi = adj(fit_df)
-    model = LightGCN(N, args.dim, args.lightgcn_layers).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lightgcn_lr)
-    vu, vi = positives(kg, val_df)
-    rng = np.random.default_rng(args.seed)
-    v_users = np.unique(vu)
-    if len(v_users) > 2000:
-        v_users = np.sort(rng.choice(v_users, 2000, replace=False))
-    best, best_state, bad, hist = -1.0, None, 0, []
-    bar = tqdm(range(1, args.epochs + 1), desc="lightgcn", unit="epoch", disable=not args.progress)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(pu), generator=gen)
-        total = 0.0
-        model.train()
-        for s in range(0, len(pu), args.batch_size):
-            idx = perm[s:s + args.batch_size]
-            u, i = pu[idx], pi[idx]
-            j = torch.randint(0, n_i, (len(idx),), generator=gen)
-            lab = torch.stack([torch.cat([u, u]), torch.cat([i, j]) + n_u]).to(device)
-            out = model(A, lab)
-            pos, neg = out.chunk(2)
-            nodes = torch.cat([u, i + n_u, j + n_u]).unique().to(device)
-            loss = model.recommendation_loss(pos, neg, node_id=nodes, lambda_reg=1e-4)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        sec = time.perf_counter() - t0
-        model.eval()
-        with torch.no_grad():
-            emb = model.get_embedding(A).cpu()
-        m = ranking_metrics(emb[:n_u], emb[n_u:], (pu.numpy(), pi.numpy()), (vu, vi), 20, args.seed, users=v_users)
-        hist.append({"epoch": epoch, "loss": total / len(pu), "seconds": sec, "val_ndcg": m["ndcg"]})
-        bar.set_postfix(loss=f"{total / len(pu):.4f}", val_ndcg=f"{m['ndcg']:.4f}")
-        if m["ndcg"] > best:
-            best, bad, best_state = m["ndcg"], 0, {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= args.patience:
-                break
-    model.load_state_dict(best_state)
-    log(f"lightgcn: {len(hist)} epochs, best val NDCG@20 {best:.4f}, "
-        f"{np.mean([h['seconds'] for h in hist]):.1f} s/epoch")
-    return model, hist
-
-
-def lightgcn_embed(model, kg, train_df, device):
-    import numpy as np
-    import torch
-    from torch_geometric.utils import to_torch_csr_tensor
-
-    from encoders.train import positives
-
-    n_u, n_i = kg.num_nodes("user"), kg.num_nodes("item")
-    u, i = positives(kg, train_df)
-    key = np.unique(u * n_i + i)
-    u, i = key // n_i, key % n_i
-    ei = torch.from_numpy(np.stack([np.concatenate([u, i + n_u]), np.concatenate([i + n_u, u])]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        A = to_torch_csr_tensor(ei, size=(n_u + n_i, n_u + n_i)).to(device)
-    with torch.no_grad():
-        emb = model.get_embedding(A).cpu()
-    return emb[:n_u], emb[n_u:]
+# PyG's LightGCN training loop is shared with bench/quality.py: it lives in bench/baselines.py.
+from baselines import lightgcn_embed, train_lightgcn  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ cold items

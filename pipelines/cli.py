@@ -254,9 +254,15 @@ def cmd_recommend(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from pipelines.evaluate import evaluate
 
-    res = evaluate(a.store, protocol=a.protocol, seeds=a.seeds, out=a.out, k=a.k, model_config=_model_config(a.config),
-                   progress=not a.quiet)
-    print((Path(a.out) / "report.md").read_text(encoding="utf-8") if (Path(a.out) / "report.md").is_file() else res)
+    cfg = _model_config(a.config) or {}
+    cfg.pop("seed", None)  # seeds come from --seeds
+    try:
+        evaluate(a.store, protocol=a.protocol, seeds=a.seeds, out=a.out, k=a.k, model_config=cfg or None,
+                 progress=not a.quiet)
+    except (ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print((Path(a.out) / "report.md").read_text(encoding="utf-8"))
     return 0
 
 

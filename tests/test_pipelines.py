@@ -148,3 +148,25 @@ def test_bad_input_leaves_outputs_untouched(work, tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 2
     assert main(["train", "--store", str(tmp / "nostore"), "--out", str(tmp / "m")]) == 2
     assert "not a graph store" in capsys.readouterr().err
+
+
+def test_evaluate_through_cli(chain, tmp_path, capsys):
+    out = tmp_path / "report"
+    store = tmp_path / "store"
+    shutil.copytree(chain / "store", store)
+    assert main(["evaluate", "--store", str(store), "--protocol", "all", "--seeds", "0", "--config",
+                 str(chain / "tiny.toml"), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for proto in ("cold-item", "cold-user", "warm"):
+        assert proto in metrics["results"] and proto in printed
+    warm = metrics["results"]["warm"]
+    ndcg = next(iter(warm.values()))["ndcg"]["mean"]
+    assert 0.0 < ndcg <= 1.0
+    assert (out / "metrics_by_protocol.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert f"{ndcg:.3f}"[:4] in report
+    with pytest.raises(SystemExit):  # argparse rejects an unknown protocol
+        main(["evaluate", "--store", str(store), "--protocol", "nope", "--out", str(out)])
