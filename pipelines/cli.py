@@ -246,7 +246,8 @@ def cmd_recommend(a: argparse.Namespace) -> int:
 
     df = recommend(a.model, a.store, new_items=a.new_items, new_users=a.new_users, users=a.users,
                    onboarding=a.onboarding, k=a.k, audience=a.audience, out=a.out, csv=a.csv or None,
-                   explain=a.explain, schema=a.schema, progress=not a.quiet)
+                   explain=a.explain, schema=a.schema, progress=not a.quiet, engine=a.engine,
+                   address=a.address, workers=a.workers)
     print(f"wrote {df.height:,} rows for {df['entity_id'].n_unique():,} entities to {a.out}")
     return 0
 
@@ -395,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--out", default="recs.parquet", help="output file (.parquet, or .csv)")
     rc.add_argument("--csv", action="store_true", help="write CSV whatever the file name")
     rc.add_argument("--explain", action="store_true", help="add a reason string and the top graph path")
+    rc.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="local (default) or ray: encoding and scoring in Ray Data actors; --out becomes a "
+                         "folder of parts (pip install 'kg-coldstart[distributed]')")
+    rc.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local one")
+    rc.add_argument("--workers", type=int, help="Ray actors (default: one per CPU, or per GPU when there are GPUs)")
     rc.add_argument("--quiet", action="store_true", help="no progress bars")
     rc.set_defaults(func=cmd_recommend)
 

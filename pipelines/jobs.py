@@ -182,61 +182,104 @@ def recommend(model: str | os.PathLike, store: str | os.PathLike, *, new_items: 
               new_users: str | os.PathLike | None = None, users: str | os.PathLike | None = None,
               onboarding: str | os.PathLike | None = None, k: int = 20, audience: int | None = None,
               out: str | os.PathLike = "recs.parquet", csv: bool | None = None, explain: bool = False,
-              schema: str | os.PathLike | None = None, progress: bool = True) -> pl.DataFrame:
+              schema: str | os.PathLike | None = None, progress: bool = True, engine: str = "local",
+              address: str | None = None, workers: int | None = None, batch_size: int = 4096) -> pl.DataFrame:
     """Write recommendations for new items (their audience: the users to show them to), new
-    users (ingested, then zero-shot or folded in from ``onboarding``) or existing users.
+    users (ingested, then zero-shot, or few-shot from ``onboarding``) or existing users.
 
     One row per (entity, rank): ``entity_type, entity_id, rank, user_id, item_id, score`` and, with
     ``explain``, ``reason`` and ``path``. Parquet (or CSV when ``csv`` or ``out`` ends in .csv),
     written atomically; the same job run twice writes the same rows.
+
+    ``engine="ray"`` runs the text encoding and the scoring in Ray Data actors (``address``: a
+    cluster, e.g. ``"auto"``; ``workers`` actors, default one per CPU) and writes ``out`` as a
+    folder of Parquet/CSV parts holding the same rows as the local engine; see
+    :mod:`pipelines.distributed`.
     """
-    given = [x for x in (new_items, new_users, users) if x is not None]
+    given = [(kind, x) for kind, x in (("new_items", new_items), ("new_users", new_users), ("users", users))
+             if x is not None]
     if len(given) != 1:
         raise JobError("give exactly one of new_items, new_users or users (--new-items/--new-users/--users)")
-    if not isinstance(k, int) or k < 1:
+    kind, path = given[0]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise JobError(f"k must be a positive integer, got {k!r}")
+    if audience is not None and (not isinstance(audience, int) or audience < 1):
+        raise JobError(f"audience must be a positive integer, got {audience!r}")
+    if engine not in ("local", "ray"):
+        raise JobError(f"engine must be 'local' or 'ray', got {engine!r}")
     out = Path(out)
     csv = out.suffix.lower() == ".csv" if csv is None else csv
     _check_writable(out.parent)
-    for f in given + ([onboarding] if onboarding else []):
+    for f in [path] + ([onboarding] if onboarding else []):
         if not Path(f).is_file():
             raise JobError(f"{f}: file not found")
     sch = load_schema(schema) if schema else {}
+    what = "item" if kind == "new_items" else "user"
+    kw = ingest_kwargs(sch, "items" if kind == "new_items" else "users") if sch and kind != "users" else {}
+    ids = _ids_of(path, kw.get("id_col", f"{what}_id"), what)
+    ob = _onboarding(onboarding) if onboarding else None
     m = load_model(model, store)
-    kg = m.kg
-    if new_items is not None:
-        kw = ingest_kwargs(sch, "items") if sch else {}
-        ids = _ids_of(new_items, kw.get("id_col", "item_id"), "item")
-        m.add_items(new_items, **kw)
+    if engine == "ray":
+        from .distributed import recommend_ray
+
+        return recommend_ray(m, model, store, kind=kind, path=path, ingest=kw, ids=ids, onboarding=ob, k=k,
+                             audience=audience, out=out, csv=csv, explain=explain, address=address,
+                             workers=workers, batch_size=batch_size)
+    if kind == "new_items":
+        m.add_items(path, **kw)
+    elif kind == "new_users":
+        m.add_users(path, **kw)
+    check_known(m.kg, kind, ids, path, ob)
+    df = recommend_rows(m, kind, ids, k=k, audience=audience, onboarding=ob, explain=explain)
+    _write_frame(df, out, csv)
+    return df
+
+
+def check_known(kg: KnowledgeGraph, kind: str, ids: Sequence[Any], path: Any,
+                onboarding: Mapping[str, list[Any]] | None = None) -> None:
+    """Every id of the job (and of its onboarding) is in the store, else one clear error."""
+    from kg.errors import UnknownNodeError
+
+    t = "item" if kind == "new_items" else "user"
+    checks = [(t, list(ids), str(path))]
+    if onboarding:
+        checks += [("user", list(onboarding), "the onboarding file"),
+                   ("item", sorted({i for v in onboarding.values() for i in v}, key=str), "the onboarding file")]
+    for node_type, xs, where in checks:
+        idmap = kg.id_map(node_type)
+        idx = idmap.lookup(idmap.coerce(pl.Series(xs))[0])
+        if idx.null_count():
+            bad = [xs[j] for j in np.flatnonzero(idx.is_null().to_numpy())[:5]]
+            raise UnknownNodeError(f"{where}: unknown {node_type} id(s) {bad} (not in store {kg.path})")
+
+
+def recommend_rows(m: Any, kind: str, ids: Sequence[Any], *, k: int, audience: int | None = None,
+                   onboarding: Mapping[str, list[Any]] | None = None, explain: bool = False) -> pl.DataFrame:
+    """The output rows for one batch of entity ids (the unit of work of both engines).
+
+    ``onboarding`` is keyed by ``str(user_id)`` and applied for this call only: a batch job does
+    not change the saved model.
+    """
+    if kind == "new_items":
         n_aud = audience or k
-        u_ids = kg.ids("user")
-        scores = m.score(u_ids, ids)
-        rows = []
+        u_ids = m.kg.ids("user")
+        scores = m.score(u_ids, list(ids))
         order = np.argsort(-scores, axis=0, kind="stable")[:n_aud]
-        for j, item in enumerate(ids):
-            for r, ui in enumerate(order[:, j]):
-                rows.append(("item", str(item), r + 1, u_ids[ui], item, float(scores[ui, j])))
+        rows = [("item", str(item), r + 1, u_ids[ui], item, float(scores[ui, j]))
+                for j, item in enumerate(ids) for r, ui in enumerate(order[:, j])]
         df = _rows_frame(rows)
+        ob_of: dict[Any, Any] = {}
     else:
-        if new_users is not None:
-            kw = ingest_kwargs(sch, "users") if sch else {}
-            ids = _ids_of(new_users, kw.get("id_col", "user_id"), "user")
-            m.add_users(new_users, **kw)
-        else:
-            ids = _ids_of(users, "user_id", "user")
-        ob = _onboarding(onboarding, ids) if onboarding else None
-        if ob:
-            m.fold_in(ob)
-        recs = m.recommend(ids, k=k)
+        ob_of = {u: onboarding[str(u)] for u in ids if str(u) in onboarding} if onboarding else {}
+        recs = m.recommend(list(ids), k=k, onboarding=ob_of or None)
         df = _rows_frame([("user", str(u), r, u, i, s) for u, r, i, s in recs.iter_rows()])
     if explain:
         reasons, paths = [], []
         for u, i in zip(df["user_id"].to_list(), df["item_id"].to_list()):
-            e = m.explain(u, i, max_paths=1)
+            e = m.explain(u, i, max_paths=1, onboarding={u: ob_of[u]} if u in ob_of else None)
             reasons.append(e.reason)
             paths.append(json.dumps(e.paths[0]["path"]) if e.paths else "")
-        df = df.with_columns(pl.Series("reason", reasons), pl.Series("path", paths))
-    _write_frame(df, out, csv)
+        df = df.with_columns(pl.Series("reason", reasons, dtype=pl.Utf8), pl.Series("path", paths, dtype=pl.Utf8))
     return df
 
 
@@ -249,15 +292,18 @@ def _rows_frame(rows: list[tuple]) -> pl.DataFrame:
                          "score": pl.Series(cols[5], dtype=pl.Float32)})
 
 
-def _onboarding(path: str | os.PathLike, users: Sequence[Any]) -> dict[Any, list[Any]]:
+def _onboarding(path: str | os.PathLike) -> dict[str, list[Any]]:
+    """``{str(user_id): [item_id, ...]}`` from an interactions file (file order kept)."""
     from kg.ingest import read_table
 
     df = read_table(path).df
     for c in ("user_id", "item_id"):
         if c not in df.columns:
             raise JobError(f"{path}: onboarding interactions need a {c!r} column")
+    if df.height == 0:
+        raise JobError(f"{path}: no onboarding interactions")
     g = df.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
-    return {u: list(v) for u, v in zip(g["user_id"].to_list(), g["item_id"].to_list())}
+    return {str(u): list(v) for u, v in zip(g["user_id"].to_list(), g["item_id"].to_list())}
 
 
 # ------------------------------------------------------------------------------------ demo

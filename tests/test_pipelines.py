@@ -170,3 +170,46 @@ def test_evaluate_through_cli(chain, tmp_path, capsys):
     assert f"{ndcg:.3f}"[:4] in report
     with pytest.raises(SystemExit):  # argparse rejects an unknown protocol
         main(["evaluate", "--store", str(store), "--protocol", "nope", "--out", str(out)])
+
+
+def test_ray_engine_equals_local(work, tmp_path):
+    """`--engine ray` on a real local Ray cluster writes the local engine's rows, row for row."""
+    ray = pytest.importorskip("ray")
+    from pipelines.distributed import read_parts
+
+    tmp, store, model = work
+    ray_store = tmp_path / "ray_store"
+    shutil.copytree(store, ray_store)  # both engines start from the same store
+    (tmp / "onb.csv").write_text("user_id,item_id\n1001,b0190\n1001,b0191\n1002,b0007\n")
+    jobs = {
+        "users": ["--new-users", str(SAMPLES / "new_users.csv"), "--onboarding", str(tmp / "onb.csv"), "--k", "5",
+                  "--explain"],
+        "items": ["--new-items", str(SAMPLES / "new_items.csv"), "--audience", "4"],
+    }
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for name, job in jobs.items():
+            common = ["recommend", "--model", model, *job, "--schema", str(SAMPLES / "schema.toml"), "--quiet"]
+            assert main([*common, "--store", store, "--out", str(tmp / f"{name}.parquet")]) == 0
+            assert main([*common, "--store", str(ray_store), "--engine", "ray", "--out", str(tmp / name)]) == 0
+            local, dist = pl.read_parquet(tmp / f"{name}.parquet"), read_parts(tmp / name)
+            assert (tmp / name).is_dir() and len(list((tmp / name).glob("*.parquet"))) >= 1
+            key = ["entity_id", "rank"]
+            local, dist = local.sort(key), dist.sort(key)
+            assert dist.columns == local.columns and dist.height == local.height > 0
+            for c in local.columns:
+                if c == "score":
+                    np.testing.assert_allclose(dist[c].to_numpy(), local[c].to_numpy(), rtol=1e-5, atol=1e-6)
+                else:
+                    assert dist[c].cast(pl.Utf8).to_list() == local[c].cast(pl.Utf8).to_list(), c
+        # onboarding was applied: user 1001 is not recommended its onboarding items
+        recs = read_parts(tmp / "users").filter(pl.col("entity_id") == "1001")
+        assert recs.height == 5 and not recs["item_id"].is_in(["b0190", "b0191"]).any()
+        # a failing Ray job (unknown user) leaves the earlier output folder as it was
+        before = sorted(p.name for p in (tmp / "users").iterdir())
+        (tmp / "bad.csv").write_text("user_id\n1\n999999\n")
+        assert main(["recommend", "--model", model, "--store", str(ray_store), "--users", str(tmp / "bad.csv"),
+                     "--engine", "ray", "--out", str(tmp / "users"), "--quiet"]) == 2
+        assert sorted(p.name for p in (tmp / "users").iterdir()) == before
+    finally:
+        ray.shutdown()

@@ -1,0 +1,193 @@
+"""The Ray engine of ``kgcs recommend`` (``--engine ray``): the same rows as the local engine.
+
+Stages (the driver is the store's only writer; actors only read it):
+
+1. **ingest** (driver): the new items/users are linked into the graph store in one transaction,
+   exactly as the local engine does.
+2. **encode** (Ray Data actors): the node texts that the store's embedding cache does not hold yet
+   (with the model's templates and text model) go through ``map_batches`` over text-encoder actors,
+   each loading the language model once (one GPU each when the cluster has GPUs); the driver
+   appends the embeddings to the cache.
+3. **score** (Ray Data actors): the job's entity ids, as a Ray Dataset, go through ``map_batches``
+   over scoring actors that each load the model and store once (their first call embeds the new
+   nodes from the cached text features: a forward pass, no encoding) and run
+   :func:`pipelines.jobs.recommend_rows` per batch, which is the local engine's unit of work, so
+   the output is the same row for row.
+4. **write**: the actors' batches are written as Parquet (or CSV) parts into a temporary folder
+   next to ``out`` that then replaces ``out``; a failed run leaves an earlier ``out`` untouched.
+
+On a cluster the model folder and the store must be on storage every node can read (NFS, a
+mounted bucket); ``address="auto"`` joins the cluster ``ray start`` made.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+
+def _ray(address: str | None):
+    try:
+        import ray
+    except ImportError:
+        from .jobs import JobError
+
+        raise JobError("the Ray engine needs Ray: pip install 'kg-coldstart[distributed]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # Rows come back in input order, so the parts read in order equal the local engine's output.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    return ray
+
+
+def _actor_options(ray, workers: int | None) -> tuple[int, dict[str, Any]]:
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    if gpus:
+        return workers or gpus, {"num_gpus": 1}
+    return workers or max(1, int(res.get("CPU", 1))), {"num_cpus": 1}
+
+
+class TextEncodeActor:
+    """Ray Data callable: ``{"row", "text"}`` batches → ``{"row", "embedding"}``."""
+
+    def __init__(self, model: str | None, batch_size: int, max_length: int | None):
+        from encoders import TextEncoder
+
+        self.encoder = TextEncoder(model=model, device="auto", batch_size=batch_size, max_length=max_length,
+                                   show_progress=False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        emb = self.encoder.encode([str(t) for t in batch["text"]])
+        return {"row": batch["row"], "embedding": emb}
+
+
+class ScoreActor:
+    """Ray Data callable: a batch of entity ids → the job's output rows for them."""
+
+    def __init__(self, model: str, store: str, kind: str, k: int, audience: int | None,
+                 onboarding: Mapping[str, list[Any]] | None, explain: bool):
+        from .jobs import load_model
+
+        self.m = load_model(model, store)
+        self.m._sync()  # embed the nodes the driver ingested, once per actor
+        self.args = dict(k=k, audience=audience, onboarding=onboarding, explain=explain)
+        self.kind = kind
+
+    def __call__(self, batch):
+        from .jobs import recommend_rows
+
+        ids = batch.column("id").to_pylist()
+        return recommend_rows(self.m, self.kind, ids, **self.args).to_arrow()
+
+
+def encode_missing(m: Any, ray, workers: int | None = None, batch_size: int = 2048) -> int:
+    """Encode (in Ray actors) the node texts missing from the store's embedding cache; returns how many."""
+    from encoders.cache import text_hash
+    from encoders.features import store_cache
+    from encoders.templates import TextTemplates, node_texts
+
+    kg = m.kg
+    kg.refresh()
+    schema = m.encoder.schema
+    texts = node_texts(kg, TextTemplates.from_dict(schema.templates))
+    flat = sorted({tx for views in texts.values() for col in views.values() for tx in col if tx})
+    if not flat:
+        return 0
+    digests = [text_hash(t) for t in flat]
+    cache = store_cache(kg)
+    found, _ = cache.get(schema.text_model_id, digests)
+    missing = np.flatnonzero(~np.asarray(found, dtype=bool))
+    if not missing.size:
+        return 0
+    cfg = m.config
+    n, opts = _actor_options(ray, workers)
+    ds = ray.data.from_items([{"row": int(j), "text": flat[j]} for j in missing])
+    ds = ds.map_batches(TextEncodeActor, fn_constructor_kwargs=dict(model=cfg.text_model,
+                                                                     batch_size=cfg.text_batch_size,
+                                                                     max_length=cfg.max_length),
+                        batch_size=batch_size, batch_format="numpy", concurrency=min(n, max(1, len(missing) // 256)),
+                        **opts)
+    rows, embs = [], []
+    for b in ds.iter_batches(batch_format="numpy", batch_size=None):
+        rows.append(np.asarray(b["row"]))
+        embs.append(np.stack(list(b["embedding"])) if b["embedding"].dtype == object else np.asarray(b["embedding"]))
+    rows, emb = np.concatenate(rows), np.concatenate(embs).astype(np.float32)
+    if sorted(rows.tolist()) != sorted(missing.tolist()):
+        raise RuntimeError("Ray text encoding lost or duplicated rows")
+    cache.put(schema.text_model_id, [digests[j] for j in rows], emb)
+    return int(len(rows))
+
+
+def recommend_ray(m: Any, model: str | os.PathLike, store: str | os.PathLike, *, kind: str, path: Any,
+                  ingest: Mapping[str, Any], ids: Sequence[Any], onboarding: Mapping[str, list[Any]] | None,
+                  k: int, audience: int | None, out: Path, csv: bool, explain: bool, address: str | None = None,
+                  workers: int | None = None, batch_size: int = 4096) -> pl.DataFrame:
+    """:func:`pipelines.jobs.recommend` on Ray (see the module docstring). Returns the rows written."""
+    import pyarrow as pa
+
+    from .jobs import check_known
+
+    ray = _ray(address)
+    if kind == "new_items":
+        m.kg.ingest_items(path, **ingest)
+    elif kind == "new_users":
+        m.kg.ingest_users(path, **ingest)
+    m.kg.refresh()
+    check_known(m.kg, kind, ids, path, onboarding)
+    encode_missing(m, ray, workers)
+
+    n, opts = _actor_options(ray, workers)
+    n_blocks = max(1, min(len(ids), n * 4, -(-len(ids) // 256)))
+    ds = ray.data.from_arrow(pa.table({"id": pa.array(list(ids))})).repartition(n_blocks)
+    ds = ds.map_batches(ScoreActor, fn_constructor_kwargs=dict(model=str(model), store=str(store), kind=kind, k=k,
+                                                               audience=audience, onboarding=onboarding,
+                                                               explain=explain),
+                        batch_size=batch_size, batch_format="pyarrow", concurrency=min(n, n_blocks), **opts)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        (ds.write_csv if csv else ds.write_parquet)(str(tmp.resolve()))
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    df = read_parts(out)
+    # Whatever order the parts were written in, return the local engine's order.
+    pos = pl.DataFrame({"entity_id": [str(x) for x in ids], "_pos": np.arange(len(ids))})
+    return df.join(pos, on="entity_id", how="left").sort("_pos", "rank").drop("_pos")
+
+
+def read_parts(folder: str | os.PathLike) -> pl.DataFrame:
+    """The rows of a Ray job's output folder, in the order they were produced."""
+    folder = Path(folder)
+    parts = sorted(folder.glob("*.parquet")) or sorted(folder.glob("*.csv"))
+    if not parts:
+        return pl.DataFrame()
+    # Ray names parts <dataset uuid>_<block index>_<task>; sort by block index, not by uuid.
+    def block(p: Path) -> tuple[int, ...]:
+        return tuple(int(x) for x in p.stem.split("_")[1:] if x.isdigit())
+
+    parts.sort(key=block)
+    read = pl.read_parquet if parts[0].suffix == ".parquet" else pl.read_csv
+    return pl.concat([read(p) for p in parts], how="vertical_relaxed")
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put folder ``new`` at ``out``; an existing ``out`` is kept until the swap has succeeded."""
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}" if out.exists() else None
+    if old is not None:
+        os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        (shutil.rmtree if old.is_dir() else os.unlink)(old)
