@@ -62,13 +62,13 @@ def machine_info(device) -> str:
     import torch
     import transformers
 
-    from encoders.text import _available_cpus
+    from encoders.device import available_cpus
 
     parts = [
         f"platform={platform.platform()}",
         f"python={platform.python_version()}",
         f"cpu_count={os.cpu_count()}",
-        f"usable_cpus={_available_cpus()}",
+        f"usable_cpus={available_cpus()}",
         f"torch={torch.__version__}",
         f"torch_threads={torch.get_num_threads()}",
         f"transformers={transformers.__version__}",

@@ -52,10 +52,10 @@ def machine_info(device) -> dict:
     import torch
     import torch_geometric
 
-    from encoders.text import _available_cpus
+    from encoders.device import available_cpus
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "usable_cpus": _available_cpus(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "usable_cpus": available_cpus(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "torch_geometric": torch_geometric.__version__, "device": str(device),
             "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3, 1)}
     if device.type == "cuda":

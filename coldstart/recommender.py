@@ -604,27 +604,40 @@ class ColdStartRecommender:
 
     # ============================================================== users (with onboarding)
     def _fold(self, onboarding: Mapping[Any, Sequence[Any]]) -> dict[int, tuple[np.ndarray, float, np.ndarray]]:
-        """``{user idx: (collaborative vector, n, onboarding item idx)}`` for a few-shot update."""
-        out = {}
+        """``{user idx: (collaborative vector, n, onboarding item idx)}`` for a few-shot update
+        (vectorised over users: one id lookup and one segment sum for the whole mapping)."""
+        out: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
         if not onboarding:
             return out
-        users = self._index_of("user", list(onboarding), "onboarding")
-        zg_i = self._views_all["zg"]["item"]
-        for u, items in zip(users, onboarding.values()):
+        lists = []
+        for user, items in onboarding.items():
             if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-                raise TypeError(f"onboarding[{self.kg.id_map('user').external([u])[0]!r}] must be a list of item ids")
-            it = self._index_of("item", list(items), "onboarding")
-            n_old = float(self._cnt["user"][u])
-            base = self._folded.get(int(u))
-            prev = (base if base is not None else self._views_all["zg"]["user"][u]) * n_old
-            n_new = n_old + len(it)
-            if n_old > 0:  # a warm user: its collaborative vector plus the new items'
-                vec = _normalize((prev + zg_i[it].sum(0))[None])[0]
-            else:
-                torch = _import_torch()
-                with torch.no_grad():
-                    vec = self._module.folded(torch.from_numpy(zg_i[it].sum(0)[None]))[0].numpy()
-            out[int(u)] = (vec.astype(np.float32), n_new, it)
+                raise TypeError(f"onboarding[{user!r}] must be a list of item ids")
+            lists.append(list(items))
+        users = self._index_of("user", list(onboarding), "onboarding")
+        lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        flat = self._index_of("item", [i for x in lists for i in x], "onboarding")
+        zg_i = self._views_all["zg"]["item"]
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        sums = np.zeros((len(users), zg_i.shape[1]), dtype=np.float32)
+        nz = lens > 0
+        if flat.size:
+            sums[nz] = np.add.reduceat(zg_i[flat], starts[nz], axis=0)
+        n_old = self._cnt["user"][users].astype(np.float32)
+        vec = np.empty_like(sums)
+        warm = n_old > 0
+        for j in np.flatnonzero(warm):  # a warm user: its collaborative vector plus the new items'
+            base = self._folded.get(int(users[j]))
+            prev = (base if base is not None else self._views_all["zg"]["user"][users[j]]) * n_old[j]
+            vec[j] = _normalize((prev + sums[j])[None])[0]
+        if (~warm).any():
+            torch = _import_torch()
+            with torch.no_grad():
+                vec[~warm] = self._module.folded(torch.from_numpy(sums[~warm])).numpy()
+        items = np.split(flat, np.cumsum(lens)[:-1])
+        n_new = n_old + lens
+        for j, u in enumerate(users.tolist()):
+            out[u] = (vec[j], float(n_new[j]), items[j])
         return out
 
     def _users(self, u: np.ndarray, onboarding: Mapping[Any, Sequence[Any]] | None):
@@ -634,7 +647,7 @@ class ColdStartRecommender:
         if folds:
             torch = _import_torch()
             z, a, b = z.copy(), a.copy(), b.copy()
-            rows = [j for j, uu in enumerate(u) if int(uu) in folds]
+            rows = np.flatnonzero(np.isin(u, np.fromiter(folds, dtype=np.int64, count=len(folds))))
             uu = u[rows]
             vec = np.stack([folds[int(x)][0] for x in uu])
             n = np.array([folds[int(x)][1] for x in uu], dtype=np.float32)

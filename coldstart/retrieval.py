@@ -43,7 +43,6 @@ candidate subset, whatever the kind.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +51,8 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
+
+from encoders.device import available_cpus  # noqa: F401 - re-exported for bench/recommend.py
 
 EXACT_ENGINES = ("auto", "bf16", "fp32", "faiss")
 _CHUNK = {"bf16": 128, "fp32": 64}  # items per chunk for the chunk-maximum pre-selection
@@ -74,23 +75,6 @@ def augment_users(z: np.ndarray, a: np.ndarray) -> np.ndarray:
     """``[a_u·ẑ_u, 1]`` rows (float32)."""
     zn = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     return np.ascontiguousarray(np.hstack([zn * a[:, None], np.ones((len(z), 1))]), dtype=np.float32)
-
-
-@lru_cache(maxsize=1)
-def available_cpus() -> int:
-    """CPUs this process may use (affinity mask and cgroup v2 quota)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
 
 
 @lru_cache(maxsize=1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported lazily so `import encoders` stays cheap
@@ -50,3 +52,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if mps is None or not mps.is_available():
         raise RuntimeError(f"device {device!r} requested but MPS is not available")
     return torch.device("mps")
+
+
+@lru_cache(maxsize=1)
+def available_cpus() -> int:
+    """CPUs this process may actually use (affinity mask and cgroup v2 quota)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cache import iter_text_hashes
-from .device import resolve_device
+from .device import available_cpus, resolve_device
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `import encoders` is cheap
     import torch
@@ -115,21 +114,6 @@ def fp32_load_kwargs() -> dict:
     return {key: torch.float32}
 
 
-def _available_cpus() -> int:
-    """CPUs this process may actually use (affinity mask and cgroup v2 quota)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
 def _configure_threads(num_threads: int | None) -> None:
     """Cap torch intra-op threads to the CPUs we may use, unless the user already chose.
 
@@ -148,7 +132,7 @@ def _configure_threads(num_threads: int | None) -> None:
     _threads_configured = True
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return
-    avail = _available_cpus()
+    avail = available_cpus()
     if torch.get_num_threads() > avail:
         torch.set_num_threads(avail)
 

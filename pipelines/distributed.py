@@ -13,7 +13,8 @@ Stages (the driver is the store's only writer; actors only read it):
    nodes from the cached text features: a forward pass, no encoding) and run
    :func:`pipelines.jobs.recommend_rows` per batch, which is the local engine's unit of work, so
    the output is the same row for row.
-4. **write**: the actors' batches are written as Parquet (or CSV) parts into a temporary folder
+4. **write**: the driver writes the actors' batches, in order, as Parquet (or CSV) parts
+   ``part-00000...`` into a temporary folder
    next to ``out`` that then replaces ``out``; a failed run leaves an earlier ``out`` untouched.
 
 On a cluster the model folder and the store must be on storage every node can read (NFS, a
@@ -132,7 +133,7 @@ def recommend_ray(m: Any, model: str | os.PathLike, store: str | os.PathLike, *,
     """:func:`pipelines.jobs.recommend` on Ray (see the module docstring). Returns the rows written."""
     import pyarrow as pa
 
-    from .jobs import check_known
+    from .jobs import check_known, replace_dir
 
     ray = _ray(address)
     if kind == "new_items":
@@ -145,15 +146,25 @@ def recommend_ray(m: Any, model: str | os.PathLike, store: str | os.PathLike, *,
 
     n, opts = _actor_options(ray, workers)
     n_blocks = max(1, min(len(ids), n * 4, -(-len(ids) // 256)))
-    ds = ray.data.from_arrow(pa.table({"id": pa.array(list(ids))})).repartition(n_blocks)
+    # Pre-split blocks (no all-to-all repartition) and the driver writing what the actors return:
+    # the actors are then the only stage that needs CPU slots, so they can take all of them
+    # without starving a repartition or write task (which deadlocks a small cluster).
+    blocks = [pa.table({"id": pa.array(list(chunk))}) for chunk in np.array_split(np.asarray(ids, dtype=object), n_blocks)]
+    ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(ScoreActor, fn_constructor_kwargs=dict(model=str(model), store=str(store), kind=kind, k=k,
                                                                audience=audience, onboarding=onboarding,
                                                                explain=explain),
                         batch_size=batch_size, batch_format="pyarrow", concurrency=min(n, n_blocks), **opts)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        (ds.write_csv if csv else ds.write_parquet)(str(tmp.resolve()))
-        _replace_dir(tmp, out)
+        tmp.mkdir()
+        for j, batch in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+            part = pl.from_arrow(batch)
+            if csv:
+                part.write_csv(tmp / f"part-{j:05d}.csv")
+            else:
+                part.write_parquet(tmp / f"part-{j:05d}.parquet", statistics=False)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -169,25 +180,5 @@ def read_parts(folder: str | os.PathLike) -> pl.DataFrame:
     parts = sorted(folder.glob("*.parquet")) or sorted(folder.glob("*.csv"))
     if not parts:
         return pl.DataFrame()
-    # Ray names parts <dataset uuid>_<block index>_<task>; sort by block index, not by uuid.
-    def block(p: Path) -> tuple[int, ...]:
-        return tuple(int(x) for x in p.stem.split("_")[1:] if x.isdigit())
-
-    parts.sort(key=block)
     read = pl.read_parquet if parts[0].suffix == ".parquet" else pl.read_csv
     return pl.concat([read(p) for p in parts], how="vertical_relaxed")
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Put folder ``new`` at ``out``; an existing ``out`` is kept until the swap has succeeded."""
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}" if out.exists() else None
-    if old is not None:
-        os.replace(out, old)
-    try:
-        os.replace(new, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        (shutil.rmtree if old.is_dir() else os.unlink)(old)

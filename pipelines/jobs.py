@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,21 @@ def _write_frame(df: pl.DataFrame, out: Path, csv: bool) -> Path:
     return out
 
 
+def replace_dir(new: Path, out: Path) -> None:
+    """Put folder ``new`` at ``out``; an existing ``out`` is kept until the swap has succeeded."""
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}" if out.exists() else None
+    if old is not None:
+        os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        (shutil.rmtree if old.is_dir() else os.unlink)(old)
+
+
 OUTPUT_COLUMNS = ["entity_type", "entity_id", "rank", "user_id", "item_id", "score"]
 
 
@@ -272,7 +288,8 @@ def recommend_rows(m: Any, kind: str, ids: Sequence[Any], *, k: int, audience: i
     else:
         ob_of = {u: onboarding[str(u)] for u in ids if str(u) in onboarding} if onboarding else {}
         recs = m.recommend(list(ids), k=k, onboarding=ob_of or None)
-        df = _rows_frame([("user", str(u), r, u, i, s) for u, r, i, s in recs.iter_rows()])
+        df = recs.select(pl.lit("user").alias("entity_type"), pl.col("user_id").cast(pl.Utf8).alias("entity_id"),
+                         pl.col("rank").cast(pl.Int32), "user_id", "item_id", pl.col("score").cast(pl.Float32))
     if explain:
         reasons, paths = [], []
         for u, i in zip(df["user_id"].to_list(), df["item_id"].to_list()):
