@@ -56,7 +56,8 @@ def machine_info() -> dict:
     import numpy as np
     import torch
 
-    from coldstart.retrieval import available_cpus, cpu_has_native_bf16
+    from coldstart.retrieval import cpu_has_native_bf16
+    from encoders.device import available_cpus
 
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "usable_cpus": available_cpus(), "cpu_native_bf16": cpu_has_native_bf16(),
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args.hnsw_m = [int(v) for v in args.hnsw_m.split(",") if v]
     args.ef_search = [int(v) for v in args.ef_search.split(",") if v]
     args.nprobe = [int(v) for v in args.nprobe.split(",") if v]
-    from coldstart.retrieval import available_cpus
+    from encoders.device import available_cpus
 
     args.ann_threads = sorted({int(v) for v in (args.ann_threads or f"1,{available_cpus()}").split(",") if v})
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}

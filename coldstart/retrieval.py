@@ -52,7 +52,7 @@ from typing import Literal
 
 import numpy as np
 
-from encoders.device import available_cpus  # noqa: F401 - re-exported for bench/recommend.py
+from encoders.device import available_cpus
 
 EXACT_ENGINES = ("auto", "bf16", "fp32", "faiss")
 _CHUNK = {"bf16": 128, "fp32": 64}  # items per chunk for the chunk-maximum pre-selection
