@@ -62,7 +62,7 @@ def synthetic_users(kg, data_dir: Path, n: int, seed: int, work: Path) -> tuple[
     rows = real[rng.integers(0, real.height, n)]
     users = rows.with_columns(pl.Series("user_id", np.arange(10_000_000, 10_000_000 + n, dtype=np.int64)))
     inter = kg.interactions()
-    pop = inter.group_by("item_id").len()
+    pop = inter.group_by("item_id").len().sort("item_id")  # group_by order is not deterministic
     p = pop["len"].to_numpy().astype(np.float64)
     items = pop["item_id"].to_numpy()
     picks = _picks(rng, p, n)

@@ -8,12 +8,14 @@ Stages (the driver is the store's only writer; actors only read it):
    (with the model's templates and text model) go through ``map_batches`` over text-encoder actors,
    each loading the language model once (one GPU each when the cluster has GPUs); the driver
    appends the embeddings to the cache.
-3. **score** (Ray Data actors): the job's entity ids, as a Ray Dataset, go through ``map_batches``
-   over scoring actors that each load the model and store once (their first call embeds the new
-   nodes from the cached text features: a forward pass, no encoding) and run
+3. **embed** (driver): one forward pass embeds the new nodes from the cached text features (no
+   encoding), as the local engine does; the model, now covering them, is saved as a temporary
+   serving snapshot inside the store folder, so no actor repeats that pass.
+4. **score** (Ray Data actors): the job's entity ids, as a Ray Dataset, go through ``map_batches``
+   over scoring actors that each load the snapshot once and run
    :func:`pipelines.jobs.recommend_rows` per batch, which is the local engine's unit of work, so
    the output is the same row for row.
-4. **write**: the driver writes the actors' batches, in order, as Parquet (or CSV) parts
+5. **write**: the driver writes the actors' batches, in order, as Parquet (or CSV) parts
    ``part-00000...`` into a temporary folder
    next to ``out`` that then replaces ``out``; a failed run leaves an earlier ``out`` untouched.
 
@@ -22,6 +24,7 @@ mounted bucket); ``address="auto"`` joins the cluster ``ray start`` made.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -31,6 +34,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+log = logging.getLogger(__name__)
 
 
 def _ray(address: str | None):
@@ -77,7 +82,7 @@ class ScoreActor:
         from .jobs import load_model
 
         self.m = load_model(model, store)
-        self.m._sync()  # embed the nodes the driver ingested, once per actor
+        self.m._sync()  # a no-op for the driver's snapshot; embeds new nodes when given the trained model
         self.args = dict(k=k, audience=audience, onboarding=onboarding, explain=explain)
         self.kind = kind
 
@@ -131,8 +136,6 @@ def recommend_ray(m: Any, model: str | os.PathLike, store: str | os.PathLike, *,
                   k: int, audience: int | None, out: Path, csv: bool, explain: bool, address: str | None = None,
                   workers: int | None = None, batch_size: int = 4096) -> pl.DataFrame:
     """:func:`pipelines.jobs.recommend` on Ray (see the module docstring). Returns the rows written."""
-    import pyarrow as pa
-
     from .jobs import check_known, replace_dir
 
     ray = _ray(address)
@@ -143,6 +146,30 @@ def recommend_ray(m: Any, model: str | os.PathLike, store: str | os.PathLike, *,
     m.kg.refresh()
     check_known(m.kg, kind, ids, path, onboarding)
     encode_missing(m, ray, workers)
+    # The driver embeds the new nodes once and hands the actors a snapshot that already holds them:
+    # otherwise every actor repeats the same forward pass over the whole graph at start-up.
+    m._sync()
+    snapshot = Path(store) / f".serving-{uuid.uuid4().hex[:8]}"
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        m.save(snapshot)
+        _score_and_write(ray, snapshot, store, kind=kind, ids=ids, onboarding=onboarding, k=k, audience=audience,
+                         explain=explain, workers=workers, batch_size=batch_size, tmp=tmp, csv=csv)
+        replace_dir(tmp, out)
+    finally:
+        for d in (tmp, snapshot):
+            if d.exists():
+                shutil.rmtree(d, ignore_errors=True)
+    df = read_parts(out)
+    # Whatever order the parts were written in, return the local engine's order.
+    pos = pl.DataFrame({"entity_id": [str(x) for x in ids], "_pos": np.arange(len(ids))})
+    return df.join(pos, on="entity_id", how="left").sort("_pos", "rank").drop("_pos")
+
+
+def _score_and_write(ray, model: Path, store: str | os.PathLike, *, kind: str, ids: Sequence[Any],
+                     onboarding: Mapping[str, list[Any]] | None, k: int, audience: int | None, explain: bool,
+                     workers: int | None, batch_size: int, tmp: Path, csv: bool) -> None:
+    import pyarrow as pa
 
     n, opts = _actor_options(ray, workers)
     n_blocks = max(1, min(len(ids), n * 4, -(-len(ids) // 256)))
@@ -155,23 +182,14 @@ def recommend_ray(m: Any, model: str | os.PathLike, store: str | os.PathLike, *,
                                                                audience=audience, onboarding=onboarding,
                                                                explain=explain),
                         batch_size=batch_size, batch_format="pyarrow", concurrency=min(n, n_blocks), **opts)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
-        for j, batch in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
-            part = pl.from_arrow(batch)
-            if csv:
-                part.write_csv(tmp / f"part-{j:05d}.csv")
-            else:
-                part.write_parquet(tmp / f"part-{j:05d}.parquet", statistics=False)
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    df = read_parts(out)
-    # Whatever order the parts were written in, return the local engine's order.
-    pos = pl.DataFrame({"entity_id": [str(x) for x in ids], "_pos": np.arange(len(ids))})
-    return df.join(pos, on="entity_id", how="left").sort("_pos", "rank").drop("_pos")
+    tmp.mkdir()
+    for j, batch in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+        part = pl.from_arrow(batch)
+        if csv:
+            part.write_csv(tmp / f"part-{j:05d}.csv")
+        else:
+            part.write_parquet(tmp / f"part-{j:05d}.parquet", statistics=False)
+    log.debug("Ray scoring stage:\n%s", ds.stats())
 
 
 def read_parts(folder: str | os.PathLike) -> pl.DataFrame:
