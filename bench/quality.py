@@ -61,8 +61,8 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     if not xs:
         return float("nan"), float("nan")
     m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")
+    return m, sd  # std is nan (printed as nothing) with one seed
 
 
 def summarise(ds: dict) -> None:
@@ -90,7 +90,9 @@ def summarise(ds: dict) -> None:
 
 
 def fmt(m: float, sd: float) -> str:
-    return "n/a" if math.isnan(m) else f"{m:.4f} ± {sd:.4f}"
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.4f}" if math.isnan(sd) else f"{m:.4f} ± {sd:.4f}"
 
 
 def markdown(all_results: dict) -> str:
