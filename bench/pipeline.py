@@ -13,9 +13,13 @@ Steps, each timed end to end through :mod:`pipelines.jobs` (the functions behind
    them into a copy of the store, embeds them (text from the cache + forward pass), folds the
    onboarding in, retrieves the top 20 and writes the Parquet output: users/s = users / wall time.
 3. The same job with ``engine="ray"`` on a fresh copy of the store (a local Ray cluster on this
-   machine's CPUs; Ray's start-up is timed separately).
+   machine's CPUs; Ray's start-up is timed separately); its rows must equal the local ones.
+4. ``evaluate`` (the function behind ``kgcs evaluate``) on the ML-1M store, every protocol, with the
+   training config of step 1: the evaluation table (``--eval-seeds``; ``--skip-evaluate`` keeps the
+   table of an earlier run).
 
-Writes ``bench/results/pipeline.json``. The ML-1M quality table comes from ``bench/quality.py``.
+Writes ``bench/results/pipeline.json`` and the evaluation report ``bench/results/pipeline_eval.md``.
+The comparison with baselines comes from ``bench/quality.py``.
 """
 from __future__ import annotations
 
@@ -101,16 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--ray-users", type=int, help="users for the Ray run (default --users)")
     p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip-evaluate", action="store_true")
+    p.add_argument("--eval-seeds", type=int, nargs="+", default=[0])
     p.add_argument("--workers", type=int, help="Ray actors (default one per CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = p.parse_args(argv)
     command = " ".join(["python", *sys.argv]) if argv is None else " ".join(["python bench/pipeline.py", *argv])
 
-    import polars as pl
-
     from encoders import resolve_device
-    from pipelines.jobs import recommend, train
+    from pipelines.evaluate import evaluate
+    from pipelines.jobs import read_config, recommend, train
     from train import machine_info, open_store
 
     if not (args.data_dir / "ml-1m").exists():
@@ -130,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"train: {res['train']}")
     else:
         model = args.model
-        try:  # keep the training figures of the run that trained this model
-            prev = json.loads(args.out.read_text())
-            if prev.get("model") == str(model) and "train" in prev:
-                res["train"] = prev["train"]
-        except (OSError, ValueError):
-            pass
+    try:  # keep the figures of steps this run skips
+        prev = json.loads(args.out.read_text())
+    except (OSError, ValueError):
+        prev = {}
+    if args.model is not None and prev.get("model") == str(model) and "train" in prev:
+        res["train"] = prev["train"]
     res["model"] = str(model)
     (args.work / "users.toml").write_text(USERS_TOML)
 
@@ -178,6 +183,21 @@ def main(argv: list[str] | None = None) -> int:
                 key = ["entity_id", "rank"]
                 a, b = local_df.sort(key), ray_df.sort(key)
                 res["ray_rows_equal_local"] = bool(a.select(key + ["item_id"]).equals(b.select(key + ["item_id"])))
+                res["ray_max_score_difference"] = float((a["score"] - b["score"]).abs().max())
+    if args.skip_evaluate:
+        if "evaluate" in prev:
+            res["evaluate"] = prev["evaluate"]
+    else:
+        t = time.perf_counter()
+        report = args.work / "eval-report"
+        metrics = evaluate(kg.path, "all", seeds=args.eval_seeds, out=report, model_config={k: v for k, v in read_config(args.config).items() if k != "seed"},
+                           progress=True)
+        md = (report / "report.md").read_text(encoding="utf-8")
+        (args.out.parent / "pipeline_eval.md").write_text(md, encoding="utf-8")
+        res["evaluate"] = {"seconds": round(time.perf_counter() - t, 1), "seeds": args.eval_seeds,
+                           "config": args.config, "report": "bench/results/pipeline_eval.md",
+                           "results": metrics["results"]}
+        log(f"evaluate: {res['evaluate']['seconds']} s; report {report / 'report.md'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
