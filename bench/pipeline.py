@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         t = time.perf_counter()
         report = args.work / "eval-report"
-        metrics = evaluate(kg.path, "all", seeds=args.eval_seeds, out=report, model_config={k: v for k, v in read_config(args.config).items() if k != "seed"},
-                           progress=True)
+        # evaluate() takes its seeds from seeds=, so the training config's own seed is dropped
+        cfg = {k: v for k, v in read_config(args.config).items() if k != "seed"}
+        metrics = evaluate(kg.path, "all", seeds=args.eval_seeds, out=report, model_config=cfg, progress=True)
         md = (report / "report.md").read_text(encoding="utf-8")
         (args.out.parent / "pipeline_eval.md").write_text(md, encoding="utf-8")
         res["evaluate"] = {"seconds": round(time.perf_counter() - t, 1), "seeds": args.eval_seeds,
