@@ -380,6 +380,10 @@ class ColdStartRecommender:
         indptr = torch.zeros(n_user + 1, dtype=torch.long, device=device)
         indptr[1:] = torch.cumsum(torch.bincount(pu, minlength=n_user), 0)
         warm = {s: cnt[s] > 0 for s in SIDES}
+        # negatives come from items with fit interactions only: an item without any is unobserved, not
+        # disliked, and sampling it as a negative at every step teaches the content heads that items
+        # like it are bad (on ML-1M that made b_i of held-out items rank them worse than random)
+        neg_pool = torch.nonzero(warm["item"]).squeeze(1)
         opt = torch.optim.AdamW(mod.parameters(), lr=cfg.resolver_lr, weight_decay=0.0)
         n_pos = len(pu)
         steps = math.ceil(n_pos / cfg.resolver_batch_size)
@@ -394,7 +398,10 @@ class ColdStartRecommender:
             off = mod.offset[s][idx]
             new = mode == 1
             n = torch.where(new, torch.zeros_like(n), n)
-            off = off * (mode == 0).unsqueeze(1).to(off.dtype)
+            # free offsets only for entities with fit interactions: one without any is new to the model
+            # (e.g. a catalog item nobody has rated yet) and is scored from content alone, in training as
+            # in serving; a trainable offset there would only ever be pushed down by negatives
+            off = off * ((mode == 0) & warm[s][idx]).unsqueeze(1).to(off.dtype)
             if s == "user" and bool((mode == 2).any()):
                 few = mode == 2
                 k = (rand(len(idx)) * cfg.fewshot_max).long() + 1
@@ -469,7 +476,8 @@ class ColdStartRecommender:
             for step in range(steps):
                 idx = perm[step * cfg.resolver_batch_size:(step + 1) * cfg.resolver_batch_size]
                 bu, bi = pu[idx], pi[idx]
-                neg = torch.randint(0, n_item, (len(bu), cfg.num_negatives), generator=gen).to(device)
+                draw = torch.randint(0, len(neg_pool), (len(bu), cfg.num_negatives), generator=gen)
+                neg = neg_pool[draw.to(device)]
                 zu, au, b_u = batch_side("user", bu, modes(len(bu), True), target=bi)
                 items = torch.cat([bi, neg.flatten()])
                 zi, ai, b_i = batch_side("item", items, modes(len(items), False))
@@ -533,6 +541,7 @@ class ColdStartRecommender:
             lo, hi = s0, min(s0 + len(n), n_off)
             if hi > lo:
                 o[: hi - lo] = off[lo:hi]
+            o[torch.from_numpy(n == 0)] = 0.0  # no training interactions: new to the model (see _train_resolver)
             if s == "user" and self._folded:  # few-shot users: folded vectors replace the collaborative view
                 zg = zg.copy()
                 for u, vec in self._folded.items():

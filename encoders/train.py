@@ -384,13 +384,17 @@ def train_graph_encoder(kg: KnowledgeGraph, config: GraphEncoderConfig | None = 
             keep[t] = k & ~cold[t] if t in cold else k
         return cold, keep
 
+    # negatives only among items with training interactions: an item without any (a catalog item nobody
+    # has rated, or one held out) is unobserved, not disliked; sampling it would push its content away
+    neg_pool = torch.unique(pi).to(device)
+
     def full_batches():
         perm = torch.randperm(n_pos, generator=gen)
         for step in range(steps):
             idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size].to(pu.device)
             bu, bi = pu[idx], pi[idx]
             n_neg = (len(bu), tc.num_negatives) if tc.loss == "bpr" else (tc.num_negatives,)
-            neg = torch.randint(0, n_item, n_neg, generator=gen).to(device)
+            neg = neg_pool[torch.randint(0, len(neg_pool), n_neg, generator=gen).to(device)]
             cold, keep = draw_masks(n_user, n_item)
             yield graph, None, bu, bi, neg, cold, keep, draw_views(None, graph.num_nodes)
 

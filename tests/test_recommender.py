@@ -238,5 +238,12 @@ def test_train_on_split_leaves_heldout_items_cold(trained, tmp_path):
     with torch.no_grad():
         content = m._module.content("item", torch.from_numpy(m._views_all["zc"]["item"][idx])).numpy()
     np.testing.assert_allclose(m._final["item"][0][idx], content, rtol=1e-5, atol=1e-6)
+    # ... and its a_i, b_i come from the content heads alone, exactly like an item added after training:
+    # no free offset (which negatives would only ever have pushed down: they never are a positive)
+    zg, zc = (torch.from_numpy(m._views_all[k]["item"][idx]) for k in ("zg", "zc"))
+    with torch.no_grad():
+        z, a, b = m._module.side("item", zg, zc, torch.zeros(len(idx)), torch.zeros(len(idx), 2))
+    np.testing.assert_allclose(m._final["item"][1][idx], a.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m._final["item"][2][idx], b.numpy(), rtol=1e-5, atol=1e-6)
     s = m.score(kg.ids("user")[:5], held)
     assert np.isfinite(s).all()
