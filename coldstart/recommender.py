@@ -52,8 +52,10 @@ class RecommenderConfig:
     Resolver: ``resolver_epochs``, ``resolver_patience``, ``resolver_lr``, ``resolver_batch_size``,
     ``num_negatives``, ``head_hidden``, ``cold_sim`` (share of items and of users scored as brand
     new in a training step), ``fewshot_sim`` (share of users scored from a few of their items),
-    ``fewshot_max``, ``align_weight`` (content→collaborative distillation), ``reg`` (L2 on the free
-    offsets).
+    ``fewshot_max``, ``fewshot_order`` (which of a simulated few-shot user's items it gives: ``"time"``,
+    its earliest — what a real sign-up's onboarding is; ``"random"``; ``"auto"``: by time when the
+    training interactions have a complete ``time`` column), ``align_weight`` (content→collaborative
+    distillation), ``reg`` (L2 on the free offsets).
 
     Text: ``text_model`` (a local Hugging Face folder; default the bundled all-MiniLM-L6-v2),
     ``text_batch_size``, ``max_length``. ``index``: ``"exact"`` or ``"hnsw"`` retrieval.
@@ -80,6 +82,7 @@ class RecommenderConfig:
     cold_sim: float = 0.25
     fewshot_sim: float = 0.25
     fewshot_max: int = 10
+    fewshot_order: str = "auto"
     align_weight: float = 0.1
     reg: float = 1e-3
     text_model: str | None = None
@@ -101,6 +104,8 @@ class RecommenderConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.fewshot_order not in ("auto", "time", "random"):
+            raise ValueError(f"fewshot_order must be 'auto', 'time' or 'random', got {self.fewshot_order!r}")
         if self.index not in ("exact", "hnsw"):
             raise ValueError(f"index must be 'exact' or 'hnsw', got {self.index!r}")
 
@@ -239,6 +244,7 @@ class ColdStartRecommender:
         train_df = kg.interactions() if interactions is None else interactions
         if train_df.height == 0:
             raise ValueError("no interactions to train on")
+        by_time = self._fewshot_by_time(train_df)
         device = resolve_device(cfg.device)
         tenc = self._get_text_encoder(str(device))
         feats = self._features(tenc)
@@ -255,10 +261,12 @@ class ColdStartRecommender:
 
         # --- resolver, on the views of the graph it may see: fit edges only (val stays unseen)
         t0 = time.perf_counter()
-        fit_pairs = self._pairs(fit_df)
+        # time-sorted rows keep each user's items in time order through the stable sort by user
+        fit_pairs = self._pairs(fit_df.sort("time", maintain_order=True) if by_time else fit_df)
         views = self._views(fit_df, feats, with_fewshot=True)
-        self._train_resolver(views, fit_pairs, None if val_df is None else self._pairs(val_df), device)
+        self._train_resolver(views, fit_pairs, None if val_df is None else self._pairs(val_df), device, by_time)
         self.history["resolver"]["seconds"] = time.perf_counter() - t0
+        self.history["resolver"]["fewshot_order"] = "time" if by_time else "random"
 
         # --- serving state: propagate over all training interactions
         self._train_pairs = self._pairs(train_df)
@@ -271,6 +279,14 @@ class ColdStartRecommender:
         self._fitted = True
         self.history["seconds"] = time.perf_counter() - t_start
         return self
+
+    def _fewshot_by_time(self, df: pl.DataFrame) -> bool:
+        """Whether simulated few-shot users give their earliest items (see ``fewshot_order``)."""
+        order = self.config.fewshot_order
+        complete = "time" in df.columns and df.get_column("time").null_count() == 0
+        if order == "time" and not complete:
+            raise ValueError("fewshot_order='time' needs a 'time' column without nulls in the training interactions")
+        return order == "time" or (order == "auto" and complete)
 
     def _get_text_encoder(self, device: str = "auto"):
         if self._text_encoder is None:
@@ -358,7 +374,7 @@ class ColdStartRecommender:
             zg = enc(graph, feats)
         return {t: _normalize(v.float().cpu().numpy()) for t, v in zg.items()}
 
-    def _train_resolver(self, views, fit, val, device) -> None:
+    def _train_resolver(self, views, fit, val, device, by_time: bool = False) -> None:
         torch = _import_torch()
         from torch import nn
         from tqdm.auto import tqdm
@@ -410,8 +426,11 @@ class ColdStartRecommender:
                 deg = (indptr[idx + 1] - indptr[idx]).clamp_min(1)
                 k = torch.minimum(k, deg)
                 j = torch.arange(cfg.fewshot_max, device=device)
-                pick = indptr[idx].unsqueeze(1) + (torch.rand(len(idx), cfg.fewshot_max, generator=gen).to(device)
-                                                   * deg.unsqueeze(1)).long()
+                if by_time:  # the user's first k items (rows are time-ordered within a user)
+                    pick = indptr[idx].unsqueeze(1) + j.unsqueeze(0)
+                else:
+                    pick = indptr[idx].unsqueeze(1) + (torch.rand(len(idx), cfg.fewshot_max, generator=gen)
+                                                       .to(device) * deg.unsqueeze(1)).long()
                 its = items_by_user[pick.clamp(max=len(items_by_user) - 1)]
                 w = (j.unsqueeze(0) < k.unsqueeze(1)).float()
                 if target is not None:

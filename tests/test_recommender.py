@@ -247,3 +247,21 @@ def test_train_on_split_leaves_heldout_items_cold(trained, tmp_path):
     np.testing.assert_allclose(m._final["item"][2][idx], b.numpy(), rtol=1e-5, atol=1e-6)
     s = m.score(kg.ids("user")[:5], held)
     assert np.isfinite(s).all()
+
+
+def test_fewshot_order_follows_time_when_known(trained, tmp_path):
+    """Simulated few-shot users give their earliest items when the training rows carry complete
+    times (a real sign-up's onboarding is its first interactions), random ones otherwise."""
+    shutil.copytree(trained[0], tmp_path / "store")
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    inter = kg.interactions()
+    assert inter.get_column("time").null_count() == 0
+    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1, "resolver_epochs": 1}).fit(kg)
+    assert m.history["resolver"]["fewshot_order"] == "time"
+    no_time = inter.select("user_id", "item_id", "weight")
+    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1, "resolver_epochs": 1}).fit(kg, interactions=no_time)
+    assert m.history["resolver"]["fewshot_order"] == "random"
+    with pytest.raises(ValueError, match="fewshot_order='time' needs a 'time' column"):
+        ColdStartRecommender(seed=0, fewshot_order="time", **TINY).fit(kg, interactions=no_time)
+    with pytest.raises(ValueError, match="fewshot_order"):
+        ColdStartRecommender(fewshot_order="earliest")
