@@ -24,8 +24,9 @@ carved out of the training rows with the same protocol; the test split is only s
 Methods: see ``bench/baselines.py``; ``project`` is ``coldstart.ColdStartRecommender`` (skipped
 with a note when it cannot be imported).
 
-Writes ``--out`` (JSON, merged per dataset with what the file already holds) and the markdown
-table next to it (``quality.md``, regenerated from the whole JSON).
+Writes ``--out`` (JSON, merged per dataset with what the file already holds; a run of only some
+``--protocols`` keeps the other protocols' rows of that dataset, labelled with their command) and
+the markdown table next to it (``quality.md``, regenerated from the whole JSON).
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ DATASETS = ["ml-100k", "ml-1m"]
 PROTOCOLS = ["cold-items", "cold-users", "warm"]
 METHODS = ["popularity", "text-kNN", "LightFM", "LightGCN", "project"]
 SETTING_ORDER = ["cold-items", "zero-shot", "few-shot", "zero-shot@few-shot", "warm"]
+SETTING_PROTOCOL = {"cold-items": "cold-items", "zero-shot": "cold-users", "few-shot": "cold-users",
+                    "zero-shot@few-shot": "cold-users", "warm": "warm"}
 SETTING_LABEL = {"cold-items": "cold items", "zero-shot": "cold users, zero-shot",
                  "few-shot": "cold users, few-shot (3)", "zero-shot@few-shot": "cold users, zero-shot on few-shot positives",
                  "warm": "warm"}
@@ -110,6 +113,10 @@ def markdown(all_results: dict) -> str:
                   f"lightfm {mi.get('lightfm')}, device {mi.get('device')}, {mi.get('platform')}"]
         if ds.get("notes"):
             lines += [f"- note: {n}" for n in ds["notes"]]
+        by_cmd: dict = {}
+        for setting, cmd in ds.get("earlier", {}).items():
+            by_cmd.setdefault(cmd, []).append(SETTING_LABEL[setting])
+        lines += [f"- rows {', '.join(v)}: from an earlier run, `{c}` (its model version may differ)" for c, v in by_cmd.items()]
         methods = [m for m in METHODS if any(m in ds["results"].get(s, {}) for s in SETTING_ORDER)]
         lines += ["", "| protocol | users | " + " | ".join(methods) + " |",
                   "|---|---|" + "---|" * len(methods)]
@@ -240,12 +247,25 @@ def run_dataset(dataset: str, args, project_cls, notes: list[str], command: str)
     return out
 
 
+def carry_other_protocols(old: dict | None, out: dict) -> None:
+    """A run of only some ``--protocols`` keeps the dataset's rows of the other protocols from the
+    file, each labelled with the command that measured it (``out["earlier"]``)."""
+    if not old:
+        return
+    for setting, r in old.get("results", {}).items():
+        if SETTING_PROTOCOL.get(setting) in out["protocols"] or setting in out["results"]:
+            continue
+        out["results"][setting] = r
+        out.setdefault("earlier", {})[setting] = old.get("earlier", {}).get(setting, old["command"])
+
+
 def save(args, dataset: str, out: dict) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         prev = json.loads(args.out.read_text()) if args.out.exists() else {}
     except ValueError:
         prev = {}
+    carry_other_protocols(prev.get(dataset), out)
     summarise(out)
     prev[dataset] = out
     prev = {k: prev[k] for k in sorted(prev, key=lambda d: (d not in DATASETS, DATASETS.index(d) if d in DATASETS else 0))}
