@@ -398,7 +398,9 @@ class ColdStartRecommender:
         warm = {s: cnt[s] > 0 for s in SIDES}
         # negatives come from items with fit interactions only: an item without any is unobserved, not
         # disliked, and sampling it as a negative at every step teaches the content heads that items
-        # like it are bad (on ML-1M that made b_i of held-out items rank them worse than random)
+        # like it are bad (on ML-1M that made b_i of held-out items rank them worse than random). It also
+        # keeps such an entity out of every batch, so its free offset stays at its zero init: it is
+        # scored from content alone, like an entity added after training
         neg_pool = torch.nonzero(warm["item"]).squeeze(1)
         opt = torch.optim.AdamW(mod.parameters(), lr=cfg.resolver_lr, weight_decay=0.0)
         n_pos = len(pu)
@@ -414,10 +416,7 @@ class ColdStartRecommender:
             off = mod.offset[s][idx]
             new = mode == 1
             n = torch.where(new, torch.zeros_like(n), n)
-            # free offsets only for entities with fit interactions: one without any is new to the model
-            # (e.g. a catalog item nobody has rated yet) and is scored from content alone, in training as
-            # in serving; a trainable offset there would only ever be pushed down by negatives
-            off = off * ((mode == 0) & warm[s][idx]).unsqueeze(1).to(off.dtype)
+            off = off * (mode == 0).unsqueeze(1).to(off.dtype)
             if s == "user" and bool((mode == 2).any()):
                 few = mode == 2
                 k = (rand(len(idx)) * cfg.fewshot_max).long() + 1
@@ -560,7 +559,6 @@ class ColdStartRecommender:
             lo, hi = s0, min(s0 + len(n), n_off)
             if hi > lo:
                 o[: hi - lo] = off[lo:hi]
-            o[torch.from_numpy(n == 0)] = 0.0  # no training interactions: new to the model (see _train_resolver)
             if s == "user" and self._folded:  # few-shot users: folded vectors replace the collaborative view
                 zg = zg.copy()
                 for u, vec in self._folded.items():
