@@ -37,8 +37,12 @@ import polars as pl
 from kg import KnowledgeGraph, UnknownNodeError
 
 FORMAT = "kgcs-coldstart"
-VERSION = 1
+VERSION = 2  # 2: offsets carry a residual of ẑ (version-1 models load with it zero)
 SIDES = ("user", "item")
+# validation regimes of the resolver: (user mode, item mode)
+PHASES = ("joint", "few_shot", "warm")  # the resolver's training phases, in order
+REGIMES = {"warm": ("warm", "warm"), "cold_item": ("warm", "new"), "cold_user": ("new", "warm"),
+           "few_shot": ("few", "warm")}
 
 
 @dataclass
@@ -55,7 +59,11 @@ class RecommenderConfig:
     ``fewshot_max``, ``fewshot_order`` (which of a simulated few-shot user's items it gives: ``"time"``,
     its earliest — what a real sign-up's onboarding is; ``"random"``; ``"auto"``: by time when the
     training interactions have a complete ``time`` column), ``align_weight`` (content→collaborative
-    distillation), ``reg`` (L2 on the free offsets).
+    distillation), ``reg`` (L2 on the free offsets). After the joint phase (all parameters, stopped
+    on the mean of the validation regimes) come two phases that each train only parameters few
+    regimes depend on: ``fewshot_epochs`` (the few-shot fold map, stopped on validation few-shot)
+    and ``warm_epochs``, ``warm_lr`` (the free per-entity offsets — ``a``, ``b`` and a residual of
+    ``ẑ`` — on warm batches, stopped on the mean of the validation regimes). 0 skips a phase.
 
     Text: ``text_model`` (a local Hugging Face folder; default the bundled all-MiniLM-L6-v2),
     ``text_batch_size``, ``max_length``. ``index``: ``"exact"`` or ``"hnsw"`` retrieval.
@@ -75,6 +83,9 @@ class RecommenderConfig:
     val_frac: float = 0.1
     resolver_epochs: int = 30
     resolver_patience: int = 3
+    fewshot_epochs: int = 10
+    warm_epochs: int = 20
+    warm_lr: float = 3e-3
     resolver_lr: float = 1e-2
     resolver_batch_size: int = 8192
     num_negatives: int = 4
@@ -104,6 +115,8 @@ class RecommenderConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(self.warm_epochs, int) or self.warm_epochs < 0:
+            raise ValueError(f"warm_epochs must be an int >= 0, got {self.warm_epochs!r}")
         if self.fewshot_order not in ("auto", "time", "random"):
             raise ValueError(f"fewshot_order must be 'auto', 'time' or 'random', got {self.fewshot_order!r}")
         if self.index not in ("exact", "hnsw"):
@@ -180,8 +193,10 @@ def _build_module(dim: int, hidden: int):
             self.mix = nn.ParameterDict({s: nn.Parameter(torch.tensor([1.5, -2.9])) for s in SIDES})
             # few-shot users: the mean of their items' vectors, mapped into user space (residual)
             self.fold = nn.Linear(dim, dim, bias=False)
-            self.offset = nn.ParameterDict({"user": nn.Parameter(torch.zeros(n_user, 2)),
-                                            "item": nn.Parameter(torch.zeros(n_item, 2))})
+            # free parameters of entities seen in training: [pre-softplus a, b, residual of ẑ (dim)];
+            # zero (= the content heads' prediction) for entities without interactions
+            self.offset = nn.ParameterDict({"user": nn.Parameter(torch.zeros(n_user, 2 + dim)),
+                                            "item": nn.Parameter(torch.zeros(n_item, 2 + dim))})
             for s in SIDES:
                 nn.init.zeros_(self.align[s].weight)  # start from the encoder's content vectors as they are
                 nn.init.zeros_(self.heads[s][2].weight)
@@ -202,10 +217,11 @@ def _build_module(dim: int, hidden: int):
             return torch.sigmoid(w * torch.log1p(n) + c) * (n > 0).to(n.dtype)
 
         def side(self, s: str, zg, zc, n, offset):
-            """Final ``(ẑ, a, b)`` of a batch of one side. ``offset``: ``[B, 2]`` (zeros for new)."""
+            """Final ``(ẑ, a, b)`` of a batch of one side. ``offset``: ``[B, 2 + dim]`` (zeros for new)."""
             lam = self.lam(s, n).unsqueeze(1)
             z = nn.functional.normalize(lam * zg + (1 - lam) * self.content(s, zc), dim=-1)
-            h = self.heads[s](torch.cat([z, torch.log1p(n).unsqueeze(1) / 5.0], dim=1)) + offset
+            h = self.heads[s](torch.cat([z, torch.log1p(n).unsqueeze(1) / 5.0], dim=1)) + offset[:, :2]
+            z = nn.functional.normalize(z + offset[:, 2:], dim=-1)
             return z, nn.functional.softplus(h[:, 0]), h[:, 1]
 
     return Resolver
@@ -402,18 +418,19 @@ class ColdStartRecommender:
         # keeps such an entity out of every batch, so its free offset stays at its zero init: it is
         # scored from content alone, like an entity added after training
         neg_pool = torch.nonzero(warm["item"]).squeeze(1)
-        opt = torch.optim.AdamW(mod.parameters(), lr=cfg.resolver_lr, weight_decay=0.0)
         n_pos = len(pu)
         steps = math.ceil(n_pos / cfg.resolver_batch_size)
 
         def rand(n):
             return torch.rand(n, generator=gen).to(device)
 
-        def batch_side(s, idx, mode, target=None, k_fixed=None):
+        def batch_side(s, idx, mode, target=None, k_fixed=None, free_vec=False):
             """mode per row: 0 warm, 1 brand new, 2 few-shot (users only; ``target``: the item
             being predicted, never among the few-shot items)."""
             zg, zc, n = T["zg"][s][idx], T["zc"][s][idx], cnt[s][idx]
             off = mod.offset[s][idx]
+            if not free_vec:  # the vector residual only moves in the warm phase (it stays zero before)
+                off = torch.cat([off[:, :2], off[:, 2:].detach()], 1)
             new = mode == 1
             n = torch.where(new, torch.zeros_like(n), n)
             off = off * (mode == 0).unsqueeze(1).to(off.dtype)
@@ -455,21 +472,21 @@ class ColdStartRecommender:
                 vu = np.sort(rng.choice(vu, 2000, replace=False))
             val_users = vu
 
-        def evaluate() -> dict[str, float]:
+        def evaluate(regimes=REGIMES) -> dict[str, float]:
             from encoders.train import ranking_metrics
 
             out = {}
             with torch.no_grad():
                 reps = {}
-                for s in SIDES:
-                    all_idx = torch.arange(len(T["zg"][s]), device=device)
-                    for mode_name, mode in (("warm", 0), ("new", 1), ("few", 2)):
-                        if mode == 2 and s == "item":
-                            continue
-                        z, a, b = batch_side(s, all_idx, torch.full_like(all_idx, mode), k_fixed=3)
-                        reps[(s, mode_name)] = (z.cpu(), a.cpu(), b.cpu())
-                for name, us, its in (("warm", "warm", "warm"), ("cold_item", "warm", "new"),
-                                      ("cold_user", "new", "warm"), ("few_shot", "few", "warm")):
+                for name in regimes:
+                    for s, mode_name in zip(SIDES, REGIMES[name]):
+                        if (s, mode_name) not in reps:
+                            all_idx = torch.arange(len(T["zg"][s]), device=device)
+                            mode = {"warm": 0, "new": 1, "few": 2}[mode_name]
+                            z, a, b = batch_side(s, all_idx, torch.full_like(all_idx, mode), k_fixed=3)
+                            reps[(s, mode_name)] = (z.cpu(), a.cpu(), b.cpu())
+                for name in regimes:
+                    us, its = REGIMES[name]
                     zu, au, bu = reps[("user", us)]
                     zi, ai, bi = reps[("item", its)]
 
@@ -480,67 +497,109 @@ class ColdStartRecommender:
 
                     m = ranking_metrics(zu, zi, fit, val, 20, self.seed, users=val_users, score=score)
                     out[name] = m["ndcg"]
-            out["mean"] = float(np.mean([out["warm"], out["cold_item"], out["cold_user"], out["few_shot"]]))
+            out["mean"] = float(np.mean([out[r] for r in regimes]))
             return out
 
-        hist: list[dict[str, Any]] = []
-        best, best_state, bad = -math.inf, None, 0
-        bar = tqdm(range(1, cfg.resolver_epochs + 1), desc="resolver", unit="epoch", disable=not cfg.progress)
-        for epoch in bar:
-            t0 = time.perf_counter()
-            mod.train()
-            perm = torch.randperm(n_pos, generator=gen).to(device)
-            total = 0.0
-            for step in range(steps):
-                idx = perm[step * cfg.resolver_batch_size:(step + 1) * cfg.resolver_batch_size]
-                bu, bi = pu[idx], pi[idx]
-                draw = torch.randint(0, len(neg_pool), (len(bu), cfg.num_negatives), generator=gen)
-                neg = neg_pool[draw.to(device)]
-                zu, au, b_u = batch_side("user", bu, modes(len(bu), True), target=bi)
-                items = torch.cat([bi, neg.flatten()])
-                zi, ai, b_i = batch_side("item", items, modes(len(items), False))
-                cos = torch.cat([(zu * zi[:len(bu)]).sum(-1, keepdim=True),
-                                 torch.einsum("bd,bnd->bn", zu, zi[len(bu):].view(len(bu), -1, cfg.dim))], 1)
-                r = au.unsqueeze(1) * torch.cat([ai[:len(bu)].unsqueeze(1), ai[len(bu):].view(len(bu), -1)], 1) * cos
-                r = r + b_u.unsqueeze(1) + torch.cat([b_i[:len(bu)].unsqueeze(1), b_i[len(bu):].view(len(bu), -1)], 1)
-                bpr = nn.functional.softplus(r[:, 1:] - r[:, :1]).mean()
-                labels = torch.zeros_like(r)
-                labels[:, 0] = 1.0
-                bce = nn.functional.binary_cross_entropy_with_logits(r, labels)
-                loss = bpr + bce
-                if cfg.align_weight > 0:  # distil collaborative vectors of warm entities into the content map
-                    al = 0.0
-                    for s, ids in (("user", bu), ("item", bi)):
-                        zc = mod.content(s, T["zc"][s][ids])
-                        al = al + (1 - (zc * T["zg"][s][ids]).sum(-1)).mean()
-                    loss = loss + cfg.align_weight * al
-                if cfg.reg > 0:
-                    loss = loss + cfg.reg * (mod.offset["user"][bu].pow(2).sum() + mod.offset["item"][items].pow(2).sum()) / len(bu)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(bu)
-            rec: dict[str, Any] = {"epoch": epoch, "loss": total / n_pos, "seconds": time.perf_counter() - t0}
-            if val_users is not None:
+        def batch_loss(idx, regime: str = "joint"):
+            """BPR + BCE of a batch of positives with sampled negatives (+ alignment, offset L2).
+            ``regime``: ``"joint"`` (random warm/new/few-shot modes), ``"warm"`` (every row warm) or
+            ``"few_shot"`` (every user few-shot, items warm) for the single-regime phases."""
+            bu, bi = pu[idx], pi[idx]
+            draw = torch.randint(0, len(neg_pool), (len(bu), cfg.num_negatives), generator=gen)
+            neg = neg_pool[draw.to(device)]
+            items = torch.cat([bi, neg.flatten()])
+            if regime == "joint":
+                mu, mi = modes(len(bu), True), modes(len(items), False)
+            else:
+                mu, mi = (torch.zeros(len(x), dtype=torch.long, device=device) for x in (bu, items))
+                if regime == "few_shot":
+                    mu += 2
+            free_vec = regime == "warm"
+            zu, au, b_u = batch_side("user", bu, mu, target=bi, free_vec=free_vec)
+            zi, ai, b_i = batch_side("item", items, mi, free_vec=free_vec)
+            cos = torch.cat([(zu * zi[:len(bu)]).sum(-1, keepdim=True),
+                             torch.einsum("bd,bnd->bn", zu, zi[len(bu):].view(len(bu), -1, cfg.dim))], 1)
+            r = au.unsqueeze(1) * torch.cat([ai[:len(bu)].unsqueeze(1), ai[len(bu):].view(len(bu), -1)], 1) * cos
+            r = r + b_u.unsqueeze(1) + torch.cat([b_i[:len(bu)].unsqueeze(1), b_i[len(bu):].view(len(bu), -1)], 1)
+            bpr = nn.functional.softplus(r[:, 1:] - r[:, :1]).mean()
+            labels = torch.zeros_like(r)
+            labels[:, 0] = 1.0
+            loss = bpr + nn.functional.binary_cross_entropy_with_logits(r, labels)
+            if cfg.align_weight > 0 and regime == "joint":  # distil warm entities' collaborative vectors into the content map
+                al = 0.0
+                for s, ids in (("user", bu), ("item", bi)):
+                    zc = mod.content(s, T["zc"][s][ids])
+                    al = al + (1 - (zc * T["zg"][s][ids]).sum(-1)).mean()
+                loss = loss + cfg.align_weight * al
+            if cfg.reg > 0 and regime in ("joint", "warm"):  # the phases that train the offsets
+                loss = loss + cfg.reg * (mod.offset["user"][bu].pow(2).sum() + mod.offset["item"][items].pow(2).sum()) / len(bu)
+            return loss
+
+        def run_phase(name, epochs, params, regime, metrics):
+            """Train ``params`` on ``regime`` batches, early-stopped on the mean of the validation
+            ``metrics`` (the regimes whose scores depend on ``params``)."""
+            gen.manual_seed(self.seed + 1 + PHASES.index(regime))  # each phase reproducible on its own
+            opt = torch.optim.AdamW(params, lr=cfg.warm_lr if regime == "warm" else cfg.resolver_lr, weight_decay=0.0)
+            hist: list[dict[str, Any]] = []
+            best, best_state, bad = -math.inf, None, 0
+            if val_users is not None and regime != "joint":  # a later phase keeps what it starts from unless it helps
                 mod.eval()
-                m = evaluate()
-                rec.update({f"val_ndcg_{k}": v for k, v in m.items()})
-                if m["mean"] > best:
-                    best, bad = m["mean"], 0
-                    best_state = {k: v.detach().clone() for k, v in mod.state_dict().items()}
-                else:
-                    bad += 1
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", val=f"{m['mean']:.4f}")
-            hist.append(rec)
-            if val_users is not None and bad >= cfg.resolver_patience:
-                break
-        bar.close()
-        if best_state is not None:
-            mod.load_state_dict(best_state)
+                best = evaluate(metrics)["mean"]
+                best_state = {k: v.detach().clone() for k, v in mod.state_dict().items()}
+                hist.append({"epoch": 0, "val_ndcg_mean": best})
+            bar = tqdm(range(1, epochs + 1), desc=name, unit="epoch", disable=not cfg.progress)
+            for epoch in bar:
+                t0 = time.perf_counter()
+                mod.train()
+                perm = torch.randperm(n_pos, generator=gen).to(device)
+                total = 0.0
+                for step in range(steps):
+                    idx = perm[step * cfg.resolver_batch_size:(step + 1) * cfg.resolver_batch_size]
+                    loss = batch_loss(idx, regime)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                rec: dict[str, Any] = {"epoch": epoch, "loss": total / n_pos, "seconds": time.perf_counter() - t0}
+                if val_users is not None:
+                    mod.eval()
+                    m = evaluate(metrics)
+                    rec.update({f"val_ndcg_{k}": v for k, v in m.items()})
+                    if m["mean"] > best:
+                        best, bad = m["mean"], 0
+                        best_state = {k: v.detach().clone() for k, v in mod.state_dict().items()}
+                    else:
+                        bad += 1
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", val=f"{m['mean']:.4f}")
+                hist.append(rec)
+                if val_users is not None and bad >= cfg.resolver_patience:
+                    break
+            bar.close()
+            if best_state is not None:
+                mod.load_state_dict(best_state)
+            return hist, best
+
+        hist, best = run_phase("resolver", cfg.resolver_epochs, list(mod.parameters()), "joint", tuple(REGIMES))
+        self.history["resolver"] = {"epochs": len(hist), "history": hist, "best_val": best}
+        if cfg.fewshot_epochs > 0 and cfg.fewshot_sim > 0:
+            # the joint phase stops where the mean over regimes peaks, before few-shot's own peak. The
+            # fold map only scores users that arrive with a few interactions, so training it alone on
+            # few-shot batches, stopped on validation few-shot, changes no other regime's scores.
+            fhist, fbest = run_phase("resolver few-shot", cfg.fewshot_epochs,
+                                     [mod.fold.weight], "few_shot", ("few_shot",))
+            self.history["resolver"].update(fewshot_history=fhist, best_val_fewshot=fbest)
+        if cfg.warm_epochs > 0:
+            # ... and past warm's own peak (validation warm falls while cold items still rise). The free
+            # offsets — a, b and a residual of ẑ, an MF-style correction the content heads cannot
+            # express — only score entities seen in training (zeroed for new and few-shot ones): they are
+            # trained alone on warm batches, at a lower rate, still stopped on the mean of all regimes
+            # (a warm item's offsets also score it for new users).
+            whist, wbest = run_phase("resolver warm", cfg.warm_epochs, list(mod.offset.parameters()), "warm",
+                                     tuple(REGIMES))
+            self.history["resolver"].update(warm_history=whist, best_val_warm=wbest)
         mod.eval()
         self._module = mod.cpu()
-        self.history["resolver"] = {"epochs": len(hist), "history": hist, "best_val": best,
-                                    "mix": {s: [float(v) for v in mod.mix[s].detach().cpu()] for s in SIDES}}
+        self.history["resolver"]["mix"] = {s: [float(v) for v in mod.mix[s].detach().cpu()] for s in SIDES}
 
     # ============================================================== serving state
     def _finalize(self, sides: Iterable[str] = SIDES, start: Mapping[str, int] | None = None) -> None:
@@ -555,7 +614,7 @@ class ColdStartRecommender:
             n = self._cnt[s][s0:]
             off = mod.offset[s].detach()
             n_off = off.shape[0]
-            o = torch.zeros(len(n), 2)
+            o = torch.zeros(len(n), off.shape[1])
             lo, hi = s0, min(s0 + len(n), n_off)
             if hi > lo:
                 o[: hi - lo] = off[lo:hi]
@@ -678,7 +737,7 @@ class ColdStartRecommender:
             vec = np.stack([folds[int(x)][0] for x in uu])
             n = np.array([folds[int(x)][1] for x in uu], dtype=np.float32)
             off = self._module.offset["user"].detach()
-            o = torch.zeros(len(uu), 2)
+            o = torch.zeros(len(uu), off.shape[1])
             known = uu < off.shape[0]
             o[torch.from_numpy(known)] = off[torch.from_numpy(uu[known])]
             with torch.no_grad():
@@ -940,7 +999,12 @@ class ColdStartRecommender:
         t = load_file(str(path / "resolver.safetensors"))
         nm = meta["num_modules"]
         mod = _build_module(m.config.dim, m.config.head_hidden)(nm["user"], nm["item"])
-        mod.load_state_dict({k[len("module."):]: torch.from_numpy(v) for k, v in t.items() if k.startswith("module.")})
+        state = {k[len("module."):]: torch.from_numpy(v) for k, v in t.items() if k.startswith("module.")}
+        for s in SIDES:  # version 1: offsets were [a, b] only
+            off = state[f"offset.{s}"]
+            if off.shape[1] == 2:
+                state[f"offset.{s}"] = torch.cat([off, torch.zeros(off.shape[0], m.config.dim)], 1)
+        mod.load_state_dict(state)
         mod.eval()
         m._module = mod
         m._views_all = {k: {name.split(".", 1)[1]: v for name, v in t.items() if name.startswith(k + ".")}

@@ -242,7 +242,7 @@ def test_train_on_split_leaves_heldout_items_cold(trained, tmp_path):
     # no free offset (which negatives would only ever have pushed down: they never are a positive)
     zg, zc = (torch.from_numpy(m._views_all[k]["item"][idx]) for k in ("zg", "zc"))
     with torch.no_grad():
-        z, a, b = m._module.side("item", zg, zc, torch.zeros(len(idx)), torch.zeros(len(idx), 2))
+        z, a, b = m._module.side("item", zg, zc, torch.zeros(len(idx)), torch.zeros(len(idx), 2 + m.config.dim))
     np.testing.assert_allclose(m._final["item"][1][idx], a.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m._final["item"][2][idx], b.numpy(), rtol=1e-5, atol=1e-6)
     s = m.score(kg.ids("user")[:5], held)
@@ -265,3 +265,63 @@ def test_fewshot_order_follows_time_when_known(trained, tmp_path):
         ColdStartRecommender(seed=0, fewshot_order="time", **TINY).fit(kg, interactions=no_time)
     with pytest.raises(ValueError, match="fewshot_order"):
         ColdStartRecommender(fewshot_order="earliest")
+
+
+def test_later_phases_train_only_their_own_parameters(trained, tmp_path):
+    """After the joint phase, the few-shot phase moves only the fold map and the warm phase only the
+    free offsets — never those of entities without training interactions — so a new user's scores of
+    a new item are the same with or without the warm phase."""
+    shutil.copytree(trained[0], tmp_path / "store")
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    inter = kg.interactions().filter(pl.col("item_id") != "b0001")  # b0001 stays without interactions
+    # no validation split: each phase runs all its epochs (nothing to stop on), so they must move
+    base = {**TINY, "epochs": 2, "resolver_epochs": 2, "val_frac": 0.0}
+    m0, m1, m2 = (ColdStartRecommender(seed=0, **base, fewshot_epochs=f, warm_epochs=w).fit(kg, interactions=inter)
+                  for f, w in ((0, 0), (2, 0), (2, 2)))
+    s0, s1, s2 = (m._module.state_dict() for m in (m0, m1, m2))
+
+    def changed(a, b):
+        return {k for k in a if not torch.equal(a[k], b[k])}
+
+    assert changed(s0, s1) == {"fold.weight"}
+    assert changed(s1, s2) == {"offset.user", "offset.item"}
+    assert m2.history["resolver"]["warm_history"] and m2.history["resolver"]["fewshot_history"]
+    j = kg.id_map("item").index("b0001")
+    assert not s2["offset.item"][j].any()  # no interactions: scored from content, like a new item
+    assert s2["offset.item"][:, 2:].abs().sum() > 0  # the residual of ẑ is trained
+    served = []
+    for name, m in (("m1", m1), ("m2", m2)):  # each on its own copy of the store: arrivals change the graph
+        m.save(tmp_path / name)
+        shutil.copytree(trained[0], tmp_path / f"store-{name}")
+        m = ColdStartRecommender.load(tmp_path / name, KnowledgeGraph.open(tmp_path / f"store-{name}"))
+        m.add_items(SAMPLES / "new_items.csv", **SAMPLE_ITEMS)
+        m.add_users(SAMPLES / "new_users.csv", **SAMPLE_USERS)
+        served.append(m)
+    np.testing.assert_allclose(served[0].score(NEW_USERS, NEW_ITEMS), served[1].score(NEW_USERS, NEW_ITEMS),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(m1.score([1, 2], kg.ids("item")), m2.score([1, 2], kg.ids("item")))
+
+
+def test_loads_version_1_models(trained, tmp_path):
+    """Version-1 folders (offsets ``[a, b]`` without the residual of ẑ) load with a zero residual."""
+    from safetensors.numpy import load_file, save_file
+
+    store, model_dir = trained
+    shutil.copytree(store, tmp_path / "store")
+    shutil.copytree(model_dir, tmp_path / "m")
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    t = load_file(str(tmp_path / "m" / "resolver.safetensors"))
+    for s in ("user", "item"):
+        t[f"module.offset.{s}"] = np.ascontiguousarray(t[f"module.offset.{s}"][:, :2])
+    save_file(t, str(tmp_path / "m" / "resolver.safetensors"))
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["version"] = 1
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    old = ColdStartRecommender.load(tmp_path / "m", kg)
+    ref = ColdStartRecommender.load(model_dir, kg)
+    with torch.no_grad():
+        for s in ("user", "item"):
+            ref._module.offset[s][:, 2:] = 0.0
+    ref._finalize()
+    assert old._module.offset["user"].shape == ref._module.offset["user"].shape
+    np.testing.assert_allclose(old.score([1, 2], kg.ids("item")), ref.score([1, 2], kg.ids("item")), rtol=1e-5, atol=1e-6)
