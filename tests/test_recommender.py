@@ -325,3 +325,22 @@ def test_loads_version_1_models(trained, tmp_path):
     ref._finalize()
     assert old._module.offset["user"].shape == ref._module.offset["user"].shape
     np.testing.assert_allclose(old.score([1, 2], kg.ids("item")), ref.score([1, 2], kg.ids("item")), rtol=1e-5, atol=1e-6)
+
+
+def test_serving_encodes_text_with_the_trained_precision(trained, tmp_path):
+    """A model trained with fp32 text keeps encoding new catalog text in fp32 (its model id) even
+    where ``auto`` would pick bf16, so new items land in the space of the training text."""
+    from encoders.text import precision_of
+
+    shutil.copytree(trained[0], tmp_path / "store")
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1, "resolver_epochs": 1, "text_precision": "fp32"}).fit(kg)
+    assert precision_of(m.encoder.schema.text_model_id) == "fp32"
+    m.save(tmp_path / "m")
+    m = ColdStartRecommender.load(tmp_path / "m", kg)  # text_precision is "auto" for a fresh process...
+    m.config.text_precision = "auto"
+    m.add_items(SAMPLES / "new_items.csv", **SAMPLE_ITEMS)  # ... but the trained precision is used
+    assert m._text_encoder.precision == "fp32"
+    assert np.isfinite(m.score([1, 2], NEW_ITEMS)).all()
+    with pytest.raises(ValueError, match="text_precision"):
+        ColdStartRecommender(text_precision="half")
