@@ -67,7 +67,8 @@ class RecommenderConfig:
 
     Text: ``text_model`` (a local Hugging Face folder; default the bundled all-MiniLM-L6-v2),
     ``text_batch_size``, ``max_length``, ``text_precision`` (``"auto"``: bf16 on CUDA and on CPUs with
-    native bf16, else fp32; see :class:`encoders.TextEncoder`; serving always uses the trained one). ``index``: ``"exact"`` or ``"hnsw"`` retrieval.
+    native bf16, else fp32; see :class:`encoders.TextEncoder`; serving always uses the trained one).
+    ``index``: ``"exact"`` or ``"hnsw"`` retrieval.
     ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``. ``progress``: tqdm bars.
     """
 
@@ -117,8 +118,14 @@ class RecommenderConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not isinstance(self.warm_epochs, int) or self.warm_epochs < 0:
-            raise ValueError(f"warm_epochs must be an int >= 0, got {self.warm_epochs!r}")
+        for name in ("fewshot_epochs", "warm_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        for name in ("lr", "resolver_lr", "warm_lr"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
         if self.fewshot_order not in ("auto", "time", "random"):
             raise ValueError(f"fewshot_order must be 'auto', 'time' or 'random', got {self.fewshot_order!r}")
         if self.text_precision not in ("auto", "fp32", "bf16", "fp16"):

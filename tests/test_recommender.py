@@ -216,6 +216,10 @@ def test_bad_input(model):
         ColdStartRecommender(dimm=3)
     with pytest.raises(ValueError, match="cold_sim"):
         ColdStartRecommender(cold_sim=1.5)
+    with pytest.raises(ValueError, match="warm_epochs"):
+        ColdStartRecommender(warm_epochs=-1)
+    with pytest.raises(ValueError, match="warm_lr"):
+        ColdStartRecommender(warm_lr=0.0)
     with pytest.raises(RuntimeError, match="not fitted"):
         ColdStartRecommender().score([1], ["b0001"])
     # a failed add leaves the model and the store as they were
