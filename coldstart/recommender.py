@@ -88,7 +88,9 @@ class RecommenderConfig:
     fewshot_epochs: int = 10
     warm_epochs: int = 20
     warm_lr: float = 3e-3
-    resolver_lr: float = 1e-2
+    # 1e-2 peaked after one epoch on ML-1M; 3e-3 gives a higher final validation mean on ML-100K (3 seeds)
+    # and ML-1M; 1e-3 stalls on ML-100K until the patience runs out
+    resolver_lr: float = 3e-3
     resolver_batch_size: int = 8192
     num_negatives: int = 4
     head_hidden: int = 64
@@ -517,8 +519,9 @@ class ColdStartRecommender:
 
         def batch_loss(idx, regime: str = "joint"):
             """BPR + BCE of a batch of positives with sampled negatives (+ alignment, offset L2).
-            ``regime``: ``"joint"`` (random warm/new/few-shot modes), ``"warm"`` (every row warm) or
-            ``"few_shot"`` (every user few-shot, items warm) for the single-regime phases."""
+            ``regime``: ``"joint"`` (random warm/new/few-shot modes), ``"warm"`` (every user warm, items
+            new at the ``cold_sim`` rate) or ``"few_shot"`` (every user few-shot, items warm) for the
+            single-regime phases."""
             bu, bi = pu[idx], pi[idx]
             draw = torch.randint(0, len(neg_pool), (len(bu), cfg.num_negatives), generator=gen)
             neg = neg_pool[draw.to(device)]
@@ -529,6 +532,8 @@ class ColdStartRecommender:
                 mu, mi = (torch.zeros(len(x), dtype=torch.long, device=device) for x in (bu, items))
                 if regime == "few_shot":
                     mu += 2
+                else:  # a warm user's offsets also score it against new items: train them on some too
+                    mi = modes(len(items), False)
             free_vec = regime == "warm"
             zu, au, b_u = batch_side("user", bu, mu, target=bi, free_vec=free_vec)
             zi, ai, b_i = batch_side("item", items, mi, free_vec=free_vec)
@@ -607,8 +612,11 @@ class ColdStartRecommender:
             # ... and past warm's own peak (validation warm falls while cold items still rise). The free
             # offsets — a, b and a residual of ẑ, an MF-style correction the content heads cannot
             # express — only score entities seen in training (zeroed for new and few-shot ones): they are
-            # trained alone on warm batches, at a lower rate, still stopped on the mean of all regimes
-            # (a warm item's offsets also score it for new users).
+            # trained alone on batches of warm users, at a lower rate, still stopped on the mean of all
+            # regimes (a warm item's offsets also score it for new users). A quarter (``cold_sim``) of the
+            # items in those batches are scored as new: the user's residual moves ẑ_u, which also ranks
+            # new items — trained on warm items only it cost ML-1M cold items 0.304 → 0.294 NDCG@20
+            # (seed 0); with them 0.306, warm unchanged on ML-100K (3 seeds) and ML-1M (seed 0).
             whist, wbest = run_phase("resolver warm", cfg.warm_epochs, list(mod.offset.parameters()), "warm",
                                      tuple(REGIMES))
             self.history["resolver"].update(warm_history=whist, best_val_warm=wbest)
