@@ -551,9 +551,12 @@ class GraphEncoder(nn.Module):
     def features(self, kg: KnowledgeGraph, encoder: TextEncoder | None = None, *, cache: Any = True) -> NodeFeatures:
         """Text features of ``kg`` with the model's templates and text model (cached in the store)."""
         if encoder is None:
-            from .text import TextEncoder, precision_of
+            from .text import TextEncoder, max_length_of, precision_of
 
-            encoder = TextEncoder(show_progress=False, precision=precision_of(self.schema.text_model_id))
+            # the bundled text model, encoding exactly as at training (truncation length, precision)
+            model_id = self.schema.text_model_id
+            encoder = TextEncoder(show_progress=False, precision=precision_of(model_id),
+                                  max_length=max_length_of(model_id) or 256)
         if encoder.model_id != self.schema.text_model_id:
             raise SchemaMismatchError(f"encoder {encoder.model_id!r} is not the text model the graph encoder was "
                                       f"trained on ({self.schema.text_model_id!r})")

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,6 +162,12 @@ def precision_of(model_id: str) -> str:
         if model_id.endswith(f"-{p}"):
             return p
     return "fp32"
+
+
+def max_length_of(model_id: str) -> int | None:
+    """The token truncation length of ``model_id`` (``None`` for an id without one)."""
+    m = re.search(r"-L(\d+)(?:-(?:bf16|fp16))?$", model_id)
+    return int(m.group(1)) if m else None
 
 
 class TextEncoder:

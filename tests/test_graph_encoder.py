@@ -251,6 +251,14 @@ def test_new_nodes_encode_only_new_texts(trained, tmp_path):
     assert 0 < f.num_encoded <= 50
 
 
+def test_features_without_encoder_encode_as_trained(trained):
+    # the fixture's text encoder truncates at 128 tokens, not the default 256: the model's own
+    # encoder must reproduce the training text model id (truncation, precision) or the cache misses
+    kg, feats, model = trained
+    f = model.features(kg)
+    assert f.model_id == model.schema.text_model_id and f.num_encoded == 0
+
+
 def test_refuses_other_text_model(trained, encoder, minilm):
     kg, feats, model = trained
     with pytest.raises(SchemaMismatchError, match="text model"):

@@ -256,12 +256,13 @@ def test_offline_env_not_clobbered(monkeypatch):
 
 
 def test_precision_auto_reduced_on_cpu_and_in_model_id(enc, bare):
-    from encoders.text import native_cpu_bf16, precision_of
+    from encoders.text import max_length_of, native_cpu_bf16, precision_of
 
     assert enc.precision == ("bf16" if native_cpu_bf16() else "fp32")
     fp32 = TextEncoder(device="cpu", show_progress=False, precision="fp32")
     bf16 = TextEncoder(device="cpu", show_progress=False, precision="bf16")
     assert precision_of(fp32.model_id) == "fp32" and precision_of(bf16.model_id) == "bf16"
+    assert max_length_of(fp32.model_id) == max_length_of(bf16.model_id) == 256 and max_length_of("x@abc") is None
     assert fp32.model_id != bf16.model_id  # the cache never mixes their vectors
     ref = bare_encode(*bare, TEXTS)
     assert (fp32.encode(TEXTS) * ref).sum(1).min() > 0.99999
