@@ -4,6 +4,9 @@
 # LightFM 1.17's setup.py assigns to ``__builtins__.__LIGHTFM_SETUP__``, which fails when
 # ``__builtins__`` is a dict (any non-__main__ import, e.g. under pip's build backend), so plain
 # ``pip install lightfm`` breaks. This builds it from the sdist with that one line patched.
+# ``pip download`` of the sdist runs that setup.py too (to read its metadata); pip >= 25.3 can only
+# do so through the build backend, so the download goes through a throw-away venv with an older pip
+# and ``--no-use-pep517`` (setup.py run as a script, where the line works).
 #
 #     . .venv/bin/activate && bash bench/install_lightfm.sh
 set -euo pipefail
@@ -13,7 +16,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/lightfm-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 "$PY" -m pip install numpy scipy cython setuptools wheel
-"$PY" -m pip download lightfm==1.17 --no-deps --no-binary :all: -d "$WORK"
+"$PY" -m venv "$WORK/dl"
+"$WORK/dl/bin/python" -m pip install -q "pip>=23,<25.3" setuptools wheel
+"$WORK/dl/bin/python" -m pip download lightfm==1.17 --no-deps --no-binary :all: --no-use-pep517 -d "$WORK"
 cd "$WORK"
 tar xzf lightfm-1.17.tar.gz
 cd lightfm-1.17
