@@ -153,7 +153,15 @@ class Steps:
         self.timings["commit"] = time.perf_counter() - t
         self.bar.update()
 
-    def close(self, verbose: bool = True) -> dict[str, float]:
+    def triples(self, kg: Any, triples: Any) -> None:
+        """The step ``kg triples``: external knowledge-graph triples (``head, relation, tail``)
+        between ``entity`` nodes and the items they describe."""
+        with self.step("kg triples"):
+            ensure_str_type(kg, "entity")
+            kg.ingest_triples(triples, head_col="head", relation_col="relation", tail_col="tail")
+
+    def close(self, verbose: bool = True, timings: dict[str, float] | None = None) -> dict[str, float]:
+        """End the bar and log the step timings (also copied into ``timings`` when given)."""
         from tqdm.auto import tqdm
 
         self.bar.close()
@@ -163,6 +171,8 @@ class Steps:
         log.info("\n".join(lines))
         if verbose:
             tqdm.write("\n".join(lines), file=sys.stderr)
+        if timings is not None:
+            timings.update(self.timings)
         return self.timings
 
 

@@ -102,11 +102,7 @@ def import_lastfm(root: str | os.PathLike, kg: KnowledgeGraph, *, kg_root: str |
                 kg.ingest_edges(("item", "has_tag", "tag"), tag_edges, src_col="item_id", dst_col="tag",
                                 weight_col="users")
             if triples is not None:
-                with steps.step("kg triples"):
-                    ensure_str_type(kg, "entity")
-                    kg.ingest_triples(triples, head_col="head", relation_col="relation", tail_col="tail")
+                steps.triples(kg, triples)
     finally:
-        out = steps.close(verbose)
-    if timings is not None:
-        timings.update(out)
+        steps.close(verbose, timings)
     return kg

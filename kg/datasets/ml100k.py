@@ -81,7 +81,5 @@ def import_ml100k(root: str | os.PathLike, kg: KnowledgeGraph, *, progress: bool
             with steps.step("interactions"):
                 kg.ingest_interactions(inter, weight_col="rating", time_col="timestamp", create_missing=False)
     finally:
-        out = steps.close(verbose)
-    if timings is not None:
-        timings.update(out)
+        steps.close(verbose, timings)
     return kg

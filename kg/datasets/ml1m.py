@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from ..graph import KnowledgeGraph
-from ._common import (ML_AGE_BUCKETS, ML_OCCUPATIONS, Steps, cast_columns, ensure_str_type, read_delimited,
+from ._common import (ML_AGE_BUCKETS, ML_OCCUPATIONS, Steps, cast_columns, read_delimited,
                       read_recbole, split_names, warn, zip3_expr)
 
 USER_ENTITIES = {"gender": "has_gender", "age": "has_age", "occupation": "has_occupation",
@@ -159,13 +159,9 @@ def import_ml1m(root: str | os.PathLike, kg: KnowledgeGraph, *, text: bool = Tru
                                        time_col="timestamp" if "timestamp" in ratings.columns else None,
                                        create_missing=False)
             if triples is not None:
-                with steps.step("kg triples"):
-                    ensure_str_type(kg, "entity")
-                    kg.ingest_triples(triples, head_col="head", relation_col="relation", tail_col="tail")
+                steps.triples(kg, triples)
     finally:
-        out = steps.close(verbose)
-    if timings is not None:
-        timings.update(out)
+        steps.close(verbose, timings)
     return kg
 
 
