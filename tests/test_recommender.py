@@ -111,6 +111,23 @@ def test_recommend_is_exact_topk_of_score(model):
     assert full.height == len(items)
 
 
+def test_candidates_of_one_genre(model):
+    """Restricting to the items linked to an entity ranks exactly those, best first, seen ones out."""
+    kg = model.kg
+    genre = kg.ids("genre")[0]
+    in_genre = kg.neighbors(("genre", genre), relation="has_genre")["id"].to_list()
+    assert 0 < len(in_genre) < kg.num_nodes("item")
+    users = [1, 5]
+    s = model.score(users, in_genre)
+    seen = kg.interactions().filter(pl.col("user_id").is_in(users))
+    rec = model.recommend(users, k=5, candidates=in_genre)
+    for r, u in enumerate(users):
+        had = set(seen.filter(pl.col("user_id") == u)["item_id"].to_list())
+        keep = [j for j, i in enumerate(in_genre) if i not in had]
+        want = [in_genre[keep[j]] for j in np.argsort(-s[r][keep], kind="stable")[:5]]
+        assert rec.filter(pl.col("user_id") == u)["item_id"].to_list() == want
+
+
 def test_onboarding_is_per_call_and_fold_in_persists(model):
     model.add_users(SAMPLES / "new_users.csv", **SAMPLE_USERS)
     items = model.kg.ids("item")
