@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(str(enc.model_path), local_files_only=True)
     bare_model = AutoModel.from_pretrained(str(enc.model_path), local_files_only=True, **fp32_load_kwargs())
     bare_model = bare_model.to(enc.device).eval()
-    if enc.device.type == "cuda" and enc.precision != "fp32":
+    if enc.precision != "fp32":  # bf16 on CUDA and on CPUs with native bf16 ("auto"): the bare loop too
         dt = torch.bfloat16 if enc.precision == "bf16" else torch.float16
-        amp = lambda: torch.autocast("cuda", dtype=dt)  # noqa: E731 - same precision for both sides
+        amp = lambda: torch.autocast(enc.device.type, dtype=dt)  # noqa: E731 - same precision for both sides
     else:
         amp = contextlib.nullcontext
     lens = [len(x) for x in tok(texts, truncation=True, max_length=enc.max_length)["input_ids"]]
