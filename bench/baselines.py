@@ -181,7 +181,7 @@ class Context:
 
 
 def _pairs(ctx: Context, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    from encoders.train import positives
+    from kg.evaluation import positives
 
     return positives(ctx.kg, df)
 
@@ -344,9 +344,11 @@ class LightFMMethod(Method):
     CHECKPOINTS = (2, 5, 10, 15, 20, 30, 40, 50, 60, 80, 100)
 
     def __init__(self, components: int = 64, checkpoints=CHECKPOINTS, patience: int = 2,
-                 learning_rate: float = 0.05, threads: int = 2, val_users: int = 3000):
+                 learning_rate: float = 0.05, threads: int = 2, val_users: int = 3000,
+                 item_alpha: float = 0.0, user_alpha: float = 0.0):
         super().__init__()
         self.components, self.checkpoints, self.patience = components, tuple(checkpoints), patience
+        self.item_alpha, self.user_alpha = item_alpha, user_alpha
         self.learning_rate, self.threads, self.val_users = learning_rate, threads, val_users
 
     # -- one LightFM fit --------------------------------------------------------------------
@@ -402,7 +404,7 @@ class LightFMMethod(Method):
 
         inter, uf, itf, pairs = self._matrices(ctx, df)
         model = LightFM(no_components=self.components, loss="warp", learning_rate=self.learning_rate,
-                        random_state=seed)
+                        item_alpha=self.item_alpha, user_alpha=self.user_alpha, random_state=seed)
         if val is None:
             model.fit(inter, user_features=uf, item_features=itf, epochs=epochs, num_threads=self.threads)
             return self._reps(model, uf, itf, pairs), epochs, []
@@ -450,34 +452,50 @@ class LightFMMethod(Method):
 
 
 # ------------------------------------------------------------------------------ LightGCN (PyG)
-def train_lightgcn(kg, fit_df, val_df, args, device, log):
+def lightgcn_adjacency(kg, df, device, extra=None):
+    """Symmetric CSR adjacency over users, items (``df``'s interactions, deduplicated) and, when
+    ``extra = (edges [2, E] in global node indices, n_extra)``, further nodes numbered after the
+    items and their edges: ``(A, user idx, item idx)`` of the interactions."""
+    import torch
+    from torch_geometric.utils import to_torch_csr_tensor
+
+    from kg.evaluation import positives
+
+    n_u, n_i = kg.num_nodes("user"), kg.num_nodes("item")
+    u, i = positives(kg, df)
+    key = np.unique(u * n_i + i)
+    u, i = key // n_i, key % n_i
+    src, dst = np.concatenate([u, i + n_u]), np.concatenate([i + n_u, u])
+    n = n_u + n_i
+    if extra is not None:
+        (es, ed), n_extra = extra
+        src, dst, n = np.concatenate([src, es, ed]), np.concatenate([dst, ed, es]), n + n_extra
+    ei = torch.from_numpy(np.stack([src, dst]).astype(np.int64))
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        csr = to_torch_csr_tensor(ei, size=(n, n))
+    return csr.to(device), torch.from_numpy(u), torch.from_numpy(i)
+
+
+def train_lightgcn(kg, fit_df, val_df, args, device, log, extra=None):
     """PyG's ``torch_geometric.nn.LightGCN`` with BPR on the same split, torch CSR adjacency.
 
     ``args`` needs ``seed, dim, lightgcn_layers, lightgcn_lr, epochs, batch_size, patience,
-    progress``; early stopping on NDCG@20 of ``val_df`` (at most 2,000 users)."""
+    progress`` (optional ``lambda_reg``, default 1e-4); early stopping on NDCG@20 of ``val_df`` (at
+    most 2,000 users). ``extra``: further nodes and edges propagated over (see
+    :func:`lightgcn_adjacency`); BPR stays on user–item pairs."""
     import torch
     from torch_geometric.nn import LightGCN
-    from torch_geometric.utils import to_torch_csr_tensor
     from tqdm.auto import tqdm
 
-    from encoders.train import positives, ranking_metrics
+    from kg.evaluation import positives, ranking_metrics
 
     n_u, n_i = kg.num_nodes("user"), kg.num_nodes("item")
-    N = n_u + n_i
-
-    def adj(df):
-        u, i = positives(kg, df)
-        key = np.unique(u * n_i + i)
-        u, i = key // n_i, key % n_i
-        ei = torch.from_numpy(np.stack([np.concatenate([u, i + n_u]), np.concatenate([i + n_u, u])]))
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            csr = to_torch_csr_tensor(ei, size=(N, N))
-        return csr.to(device), torch.from_numpy(u), torch.from_numpy(i)
+    N = n_u + n_i + (extra[1] if extra is not None else 0)
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    A, pu, pi = adj(fit_df)
+    A, pu, pi = lightgcn_adjacency(kg, fit_df, device, extra)
     model = LightGCN(N, args.dim, args.lightgcn_layers).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lightgcn_lr)
     vu, vi = positives(kg, val_df)
@@ -500,7 +518,8 @@ def train_lightgcn(kg, fit_df, val_df, args, device, log):
             out = model(A, lab)
             pos, neg = out.chunk(2)
             nodes = torch.cat([u, i + n_u, j + n_u]).unique().to(device)
-            loss = model.recommendation_loss(pos, neg, node_id=nodes, lambda_reg=1e-4)
+            reg = getattr(args, "lambda_reg", 1e-4)
+            loss = model.recommendation_loss(pos, neg, node_id=nodes, lambda_reg=reg)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -509,7 +528,8 @@ def train_lightgcn(kg, fit_df, val_df, args, device, log):
         model.eval()
         with torch.no_grad():
             emb = model.get_embedding(A).cpu()
-        m = ranking_metrics(emb[:n_u], emb[n_u:], (pu.numpy(), pi.numpy()), (vu, vi), 20, args.seed, users=v_users)
+        m = ranking_metrics(emb[:n_u], emb[n_u:n_u + n_i], (pu.numpy(), pi.numpy()), (vu, vi), 20, args.seed,
+                            users=v_users)
         hist.append({"epoch": epoch, "loss": total / len(pu), "seconds": sec, "val_ndcg": m["ndcg"]})
         bar.set_postfix(loss=f"{total / len(pu):.4f}", val_ndcg=f"{m['ndcg']:.4f}")
         if m["ndcg"] > best:
@@ -524,24 +544,16 @@ def train_lightgcn(kg, fit_df, val_df, args, device, log):
     return model, hist
 
 
-def lightgcn_embed(model, kg, train_df, device):
-    """``(user, item)`` embeddings of a trained LightGCN propagated over ``train_df``'s graph."""
+def lightgcn_embed(model, kg, train_df, device, extra=None):
+    """``(user, item)`` embeddings of a trained LightGCN propagated over ``train_df``'s graph (plus
+    ``extra`` nodes and edges, as in :func:`train_lightgcn`)."""
     import torch
-    from torch_geometric.utils import to_torch_csr_tensor
 
-    from encoders.train import positives
-
-    n_u, n_i = kg.num_nodes("user"), kg.num_nodes("item")
-    u, i = positives(kg, train_df)
-    key = np.unique(u * n_i + i)
-    u, i = key // n_i, key % n_i
-    ei = torch.from_numpy(np.stack([np.concatenate([u, i + n_u]), np.concatenate([i + n_u, u])]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        A = to_torch_csr_tensor(ei, size=(n_u + n_i, n_u + n_i)).to(device)
+    n_u = kg.num_nodes("user")
+    A, _, _ = lightgcn_adjacency(kg, train_df, device, extra)
     with torch.no_grad():
         emb = model.get_embedding(A).cpu()
-    return emb[:n_u], emb[n_u:]
+    return emb[:n_u], emb[n_u:n_u + kg.num_nodes("item")]
 
 
 class LightGCNMethod(Method):

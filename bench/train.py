@@ -95,7 +95,7 @@ def knn_cold_recall(kg, feats, train_df, test_df, cold_ids, views, k=20, seed=0)
     import numpy as np
     import torch
 
-    from encoders.train import positives, ranking_metrics
+    from kg.evaluation import positives, ranking_metrics
 
     f = feats.select(views)
     x = f.combined("item")
@@ -111,7 +111,7 @@ def knn_cold_recall(kg, feats, train_df, test_df, cold_ids, views, k=20, seed=0)
 
 def model_cold_recall(kg, feats, split, model_cfg, train_cfg, k=20, seed=0):
     from encoders import train_graph_encoder
-    from encoders.train import positives, ranking_metrics
+    from kg.evaluation import positives, ranking_metrics
 
     train_df, test_df, cold_ids = split
     t0 = time.perf_counter()
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from encoders import GraphEncoderConfig, TextEncoder, TrainConfig, node_features, resolve_device, train_graph_encoder
-    from encoders.train import positives, ranking_metrics
+    from kg.evaluation import positives, ranking_metrics
     from kg.evaluation import split_cold_items, split_warm
 
     device = resolve_device(args.device)

@@ -35,6 +35,8 @@ import numpy as np
 import polars as pl
 
 from kg import KnowledgeGraph, UnknownNodeError
+from kg.errors import KGError, ModelError
+from kg.store import sha256_file
 
 FORMAT = "kgcs-coldstart"
 VERSION = 2  # 2: offsets carry a residual of ẑ (version-1 models load with it zero)
@@ -43,6 +45,8 @@ SIDES = ("user", "item")
 PHASES = ("joint", "few_shot", "warm")  # the resolver's training phases, in order
 REGIMES = {"warm": ("warm", "warm"), "cold_item": ("warm", "new"), "cold_user": ("new", "warm"),
            "few_shot": ("few", "warm")}
+BLOCK_BYTES = 256 << 20      # score rows are computed in blocks of at most this many bytes
+MAX_SCORE_BYTES = 1 << 30    # score() refuses a result matrix larger than this (use recommend() for top-k)
 
 
 @dataclass
@@ -88,8 +92,7 @@ class RecommenderConfig:
     fewshot_epochs: int = 10
     warm_epochs: int = 20
     warm_lr: float = 3e-3
-    # 1e-2 peaked after one epoch on ML-1M; 3e-3 gives a higher final validation mean on ML-100K (3 seeds)
-    # and ML-1M; 1e-3 stalls on ML-100K until the patience runs out
+    # chosen on validation: a higher rate peaks after one epoch, a lower one stalls until the patience runs out
     resolver_lr: float = 3e-3
     resolver_batch_size: int = 8192
     num_negatives: int = 4
@@ -184,6 +187,52 @@ def _import_torch():
     import torch
 
     return torch
+
+
+def positive_int(value: Any, name: str = "k") -> int:
+    """``value`` as an int if it is a positive integer (not a bool or a float), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def ingest_new(kg: KnowledgeGraph, node_type: str, data: Any, *, upsert: bool = False, **kwargs: Any):
+    """``kg.ingest_items`` / ``ingest_users`` (``node_type`` "item" / "user") of entities meant to be
+    new: rows that would change an entity already in the store fail the whole ingest with one
+    error naming those ids, unless ``upsert``. Identical re-ingests (a re-run job) pass."""
+    from kg.errors import IngestError, Problem
+
+    with kg.transaction():  # joins the caller's transaction, if any
+        n_before = kg.num_nodes(node_type)
+        report = getattr(kg, f"ingest_{node_type}s")(data, **kwargs)
+        if upsert or report.rows_ingested <= report.nodes_added.get(node_type, 0):
+            return report  # every ingested row is a new node (ids are unique within a file)
+        before = KnowledgeGraph.from_manifest(kg.path, kg.store.read_manifest())  # committed: we hold the lock
+        changed = _changed_nodes(before, kg, node_type, n_before)
+        if len(changed):
+            ids = before.id_map(node_type).external(changed[:5])
+            more = f" and {len(changed) - 5:,} more" if len(changed) > 5 else ""
+            col = kwargs.get("id_col", f"{node_type}_id")
+            raise IngestError(Problem(report.source, None, col, (
+                f"{len(changed):,} {node_type} id(s) already in the store with other data: "
+                f"{list(ids)}{more}; nothing was ingested (upsert=True / --upsert updates them)")))
+    return report
+
+
+def _changed_nodes(before: KnowledgeGraph, after: KnowledgeGraph, node_type: str, n: int) -> np.ndarray:
+    """Indices ``< n`` of ``node_type`` nodes whose fields or outgoing relations differ between
+    two versions of a graph (the interaction relation aside: an entity ingest never writes it)."""
+    pairs = [(before.field_frame(node_type), after.field_frame(node_type), ["idx", "field", "value"])]
+    for key in after.relations:
+        if key[0] == node_type and key != after.interaction_relation():
+            old = before.edge_frame(key) if key in before.relations else after.edge_frame(key).clear()
+            pairs.append((old, after.edge_frame(key), ["src", "dst"]))
+    changed = []
+    for old, new, cols in pairs:
+        old, new = (f.select(cols).filter(pl.col(cols[0]) < n) for f in (old, new))
+        for a, b in ((old, new), (new, old)):
+            changed.append(a.join(b, on=cols, how="anti").get_column(cols[0]).cast(pl.Int64).to_numpy())
+    return np.unique(np.concatenate(changed))
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -344,12 +393,11 @@ class ColdStartRecommender:
         for col, t in (("user_id", "user"), ("item_id", "item")):
             if col not in df.columns:
                 raise ValueError(f"interactions need a {col!r} column (have {df.columns})")
-            idmap = kg.id_map(t)
-            idx = idmap.lookup(idmap.coerce(df.get_column(col))[0])
-            if idx.null_count():
-                bad = df.get_column(col).filter(idx.is_null()).head(3).to_list()
+            idx = kg.id_map(t).indices(df.get_column(col))
+            if (idx < 0).any():
+                bad = df.get_column(col).filter(pl.Series(idx < 0)).head(3).to_list()
                 raise UnknownNodeError(f"interactions name {t}s that are not in the store: {bad}")
-            out.append(idx.to_numpy().astype(np.int64))
+            out.append(idx)
         return out[0], out[1]
 
     def _frame(self, pairs: tuple[np.ndarray, np.ndarray]) -> pl.DataFrame:
@@ -431,7 +479,7 @@ class ColdStartRecommender:
         warm = {s: cnt[s] > 0 for s in SIDES}
         # negatives come from items with fit interactions only: an item without any is unobserved, not
         # disliked, and sampling it as a negative at every step teaches the content heads that items
-        # like it are bad (on ML-1M that made b_i of held-out items rank them worse than random). It also
+        # like it are bad (it made b_i rank held-out items worse than random). It also
         # keeps such an entity out of every batch, so its free offset stays at its zero init: it is
         # scored from content alone, like an entity added after training
         neg_pool = torch.nonzero(warm["item"]).squeeze(1)
@@ -490,7 +538,7 @@ class ColdStartRecommender:
             val_users = vu
 
         def evaluate(regimes=REGIMES) -> dict[str, float]:
-            from encoders.train import ranking_metrics
+            from kg.evaluation import ranking_metrics
 
             out = {}
             with torch.no_grad():
@@ -615,8 +663,7 @@ class ColdStartRecommender:
             # trained alone on batches of warm users, at a lower rate, still stopped on the mean of all
             # regimes (a warm item's offsets also score it for new users). A quarter (``cold_sim``) of the
             # items in those batches are scored as new: the user's residual moves ẑ_u, which also ranks
-            # new items — trained on warm items only it cost ML-1M cold items 0.304 → 0.294 NDCG@20
-            # (seed 0); with them 0.306, warm unchanged on ML-100K (3 seeds) and ML-1M (seed 0).
+            # new items, and trained on warm items only it would drift away from them (README, Quality).
             whist, wbest = run_phase("resolver warm", cfg.warm_epochs, list(mod.offset.parameters()), "warm",
                                      tuple(REGIMES))
             self.history["resolver"].update(warm_history=whist, best_val_warm=wbest)
@@ -660,55 +707,22 @@ class ColdStartRecommender:
         if not self._fitted:
             raise RuntimeError("the recommender is not fitted: call fit(kg) or ColdStartRecommender.load(dir)")
 
-    def _sync(self) -> None:
-        """Embed nodes that reached the store since the model last looked (forward pass, no training)."""
-        kg = self.kg
-        kg.refresh()
-        known = self.encoder.schema.node_types  # other types are not embedded (not in training)
-        grown = [t for t in known if t in kg.node_types and kg.num_nodes(t) > len(self._views_all["zg"].get(t, ()))]
-        if not grown:
-            return
-        if set(kg.node_types) - set(self.encoder.schema.node_types) or \
-                {tuple(r) for r in kg.relations} - set(self.encoder.schema.relations):
-            warnings.warn("the store has node types or relations the model was not trained with; they are "
-                          "ignored when embedding new nodes (retrain to use them)", stacklevel=3)
-        feats = self._features(self._get_text_encoder())
-        zg = self._warm_pass(self._frame(self._train_pairs), feats)
-        start = {}
-        for t in zg:
-            old = len(self._views_all["zg"].get(t, ()))
-            new_n = len(zg[t])
-            if new_n > old:
-                for k in ("zg", "zc") if t in SIDES else ("zg",):
-                    prev = self._views_all[k].get(t)
-                    tail = zg[t][old:]
-                    self._views_all[k][t] = tail if prev is None else np.vstack([prev, tail])
-                if t in SIDES:
-                    self._cnt[t] = np.concatenate([self._cnt[t], np.zeros(new_n - old, dtype=np.float32)])
-                    start[t] = old
-        self._store_version = kg.version
-        if start:
-            self._finalize(list(start), start)
-
     def _index_of(self, t: str, ids: Sequence[Any], what: str) -> np.ndarray:
         ids = list(ids)
         if not ids:
             return np.empty(0, dtype=np.int64)
-        idmap = self.kg.id_map(t)
-        idx = idmap.lookup(idmap.coerce(pl.Series(ids))[0])
-        if idx.null_count():
-            self._sync()  # maybe it was ingested by another process since
-            idmap = self.kg.id_map(t)
-            idx = idmap.lookup(idmap.coerce(pl.Series(ids))[0])
-        if idx.null_count():
-            bad = [ids[j] for j in np.flatnonzero(idx.is_null().to_numpy())[:5]]
+        idx = self.kg.id_map(t).indices(ids)
+        if (idx < 0).any():
+            self.refresh()  # maybe it was ingested by another process since
+            idx = self.kg.id_map(t).indices(ids)
+        if (idx < 0).any():
+            bad = [ids[j] for j in np.flatnonzero(idx < 0)[:5]]
             hint = "add_users" if t == "user" else "add_items"
             raise UnknownNodeError(f"unknown {t} id(s) in {what}: {bad} (not in store {self.kg.path}; "
                                    f"{hint}() them first)")
-        out = idx.to_numpy().astype(np.int64)
-        if len(out) and out.max() >= len(self._final[t][0]):
-            self._sync()
-        return out
+        if len(idx) and idx.max() >= len(self._final[t][0]):
+            self.refresh()
+        return idx
 
     # ============================================================== users (with onboarding)
     def _fold(self, onboarding: Mapping[Any, Sequence[Any]]) -> dict[int, tuple[np.ndarray, float, np.ndarray]]:
@@ -774,21 +788,33 @@ class ColdStartRecommender:
     def score(self, user_ids: Sequence[Any], item_ids: Sequence[Any],
               onboarding: Mapping[Any, Sequence[Any]] | None = None) -> np.ndarray:
         """``r(u,i)`` for every pair: float32 ``[len(user_ids), len(item_ids)]``. ``onboarding``
-        (``{user_id: [item_id, ...]}``) folds those interactions in for this call only."""
+        (``{user_id: [item_id, ...]}``) folds those interactions in for this call only. A result
+        over ``MAX_SCORE_BYTES`` (1 GiB) is refused: score fewer pairs per call, or use
+        :meth:`recommend` for the top items."""
         self._require_fitted()
-        self._sync()
+        n_u, n_i = len(user_ids), len(item_ids)
+        if 4 * n_u * n_i > MAX_SCORE_BYTES:
+            raise ValueError(f"score() of {n_u:,} users × {n_i:,} items would return {4 * n_u * n_i / 2**30:.1f} GiB "
+                             f"(limit {MAX_SCORE_BYTES / 2**30:g} GiB): score fewer pairs per call, or use "
+                             "recommend() for the top items")
+        self.refresh()
         u = self._index_of("user", user_ids, "user_ids")
         i = self._index_of("item", item_ids, "item_ids")
         zu, au, bu, _ = self._users(u, onboarding)
         zi, ai, bi = (x[i] for x in self._final["item"])
-        return ((au[:, None] * ai[None, :]) * (zu @ zi.T) + bu[:, None] + bi[None, :]).astype(np.float32)
+        out = np.empty((n_u, n_i), dtype=np.float32)
+        step = max(1, BLOCK_BYTES // max(1, 4 * n_i))  # rows per block: temporaries stay within BLOCK_BYTES
+        for s0 in range(0, n_u, step):
+            blk = slice(s0, s0 + step)
+            out[blk] = (au[blk, None] * ai[None, :]) * (zu[blk] @ zi.T) + bu[blk, None] + bi[None, :]
+        return out
 
     def fold_in(self, onboarding: Mapping[Any, Sequence[Any]]) -> None:
         """Persist a few-shot update for each ``{user_id: [item_id, ...]}`` (closed form, no
         training): the user's collaborative vector becomes the mean of its items' (with any
         earlier interactions), then the learned mix and heads give ``ẑ_u, a_u, b_u``."""
         self._require_fitted()
-        self._sync()
+        self.refresh()
         folds = self._fold(onboarding)
         if not folds:
             return
@@ -845,14 +871,15 @@ class ColdStartRecommender:
         from .retrieval import augment_users
 
         self._require_fitted()
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        self._sync()
+        k = positive_int(k)
+        self.refresh()
         u = self._index_of("user", user_ids, "user_ids")
-        cand = None if candidates is None else self._index_of("item", candidates, "candidates")
+        cand = None if candidates is None else np.unique(self._index_of("item", candidates, "candidates"))
+        # no user has more than the candidates: a larger k would only allocate empty slots
+        k = max(1, min(k, len(self._final["item"][0]) if cand is None else len(cand)))
         zu, au, bu, folds = self._users(u, onboarding)
         excl = self._seen(u, folds) if exclude_seen else None
-        s, idx = self._item_index().search(augment_users(zu, au), int(k), excl, cand)
+        s, idx = self._item_index().search(augment_users(zu, au), k, excl, cand)
         ok = idx >= 0
         rows, ranks = np.nonzero(ok)
         item_ext = self.kg.id_map("item").external(idx[ok])
@@ -864,34 +891,79 @@ class ColdStartRecommender:
         """Items closest to each of ``item_ids`` by cosine of their fused vectors:
         ``item_id, rank, similar_item_id, score``."""
         self._require_fitted()
-        self._sync()
+        k = positive_int(k)
+        self.refresh()
         i = self._index_of("item", item_ids, "item_ids")
         z = self._final["item"][0]
-        sims = z[i] @ z.T
-        sims[np.arange(len(i)), i] = -np.inf
-        kk = min(int(k), z.shape[0] - 1)
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
-        rows = np.repeat(np.arange(len(i)), kk)
+        kk = min(k, z.shape[0] - 1)  # an item is not its own neighbour
+        top = np.empty((len(i), max(kk, 0)), dtype=np.int64)
+        score = np.empty(top.shape, dtype=np.float32)
+        step = max(1, BLOCK_BYTES // (12 * max(1, z.shape[0])))  # a block's sims + argsort stay within BLOCK_BYTES
+        for s0 in range(0, len(i), step):
+            blk = i[s0:s0 + step]
+            sims = z[blk] @ z.T
+            sims[np.arange(len(blk)), blk] = -np.inf
+            top[s0:s0 + len(blk)] = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
+            score[s0:s0 + len(blk)] = np.take_along_axis(sims, top[s0:s0 + len(blk)], 1)
+        rows = np.repeat(np.arange(len(i)), top.shape[1])
         ext = self.kg.id_map("item").external(top.ravel())
         return pl.DataFrame({"item_id": pl.Series(self.kg.id_map("item").external(i[rows])),
-                             "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(i)),
-                             "similar_item_id": pl.Series(ext),
-                             "score": np.take_along_axis(sims, top, 1).ravel().astype(np.float32)})
+                             "rank": np.tile(np.arange(1, top.shape[1] + 1, dtype=np.int32), len(i)),
+                             "similar_item_id": pl.Series(ext), "score": score.ravel()})
 
-    def add_items(self, data: Any, **kwargs: Any):
+    def refresh(self) -> int:
+        """Embed the nodes that reached the store since the model last looked: ingested by another
+        process, or into ``self.kg`` directly (e.g. with :func:`ingest_new`), with one forward pass
+        from their features (no training). Every scoring method does this first; call it to do it
+        now, e.g. before saving a serving snapshot. Returns how many nodes were embedded."""
+        kg = self.kg
+        kg.refresh()
+        known = self.encoder.schema.node_types  # other types are not embedded (not in training)
+        grown = [t for t in known if t in kg.node_types and kg.num_nodes(t) > len(self._views_all["zg"].get(t, ()))]
+        if not grown:
+            return 0
+        if set(kg.node_types) - set(self.encoder.schema.node_types) or \
+                {tuple(r) for r in kg.relations} - set(self.encoder.schema.relations):
+            warnings.warn("the store has node types or relations the model was not trained with; they are "
+                          "ignored when embedding new nodes (retrain to use them)", stacklevel=3)
+        feats = self._features(self._get_text_encoder())
+        zg = self._warm_pass(self._frame(self._train_pairs), feats)
+        start, added = {}, 0
+        for t in zg:
+            old = len(self._views_all["zg"].get(t, ()))
+            new_n = len(zg[t])
+            if new_n > old:
+                added += new_n - old
+                for k in ("zg", "zc") if t in SIDES else ("zg",):
+                    prev = self._views_all[k].get(t)
+                    tail = zg[t][old:]
+                    self._views_all[k][t] = tail if prev is None else np.vstack([prev, tail])
+                if t in SIDES:
+                    self._cnt[t] = np.concatenate([self._cnt[t], np.zeros(new_n - old, dtype=np.float32)])
+                    start[t] = old
+        self._store_version = kg.version
+        if start:
+            self._finalize(list(start), start)
+        return added
+
+    def add_items(self, data: Any, *, upsert: bool = False, **kwargs: Any):
         """Ingest new catalog rows (same arguments as :meth:`KnowledgeGraph.ingest_items`), link
-        them into the graph, encode and embed them — no retraining. Returns the ingest report."""
+        them into the graph, encode and embed them — no retraining. Returns the ingest report.
+
+        A row whose id is already in the store and that would change that item (text, entities)
+        is refused (nothing is ingested) unless ``upsert=True``; re-adding identical rows is a no-op."""
         self._require_fitted()
-        report = self.kg.ingest_items(data, **kwargs)
-        self._sync()
+        report = ingest_new(self.kg, "item", data, upsert=upsert, **kwargs)
+        self.refresh()
         return report
 
-    def add_users(self, data: Any, **kwargs: Any):
+    def add_users(self, data: Any, *, upsert: bool = False, **kwargs: Any):
         """Ingest new users (same arguments as :meth:`KnowledgeGraph.ingest_users`) and embed them
-        zero-shot from their attributes; see :meth:`fold_in` for onboarding interactions."""
+        zero-shot from their attributes; see :meth:`fold_in` for onboarding interactions. Existing
+        ids: as in :meth:`add_items`."""
         self._require_fitted()
-        report = self.kg.ingest_users(data, **kwargs)
-        self._sync()
+        report = ingest_new(self.kg, "user", data, upsert=upsert, **kwargs)
+        self.refresh()
         return report
 
     def explain(self, user_id: Any, item_id: Any, max_paths: int = 3, max_len: int = 3,
@@ -899,7 +971,7 @@ class ColdStartRecommender:
         """The score breakdown and the top knowledge-graph paths from the user to the item, ranked
         by contribution ``a_u·a_i·mean_v cos(z_u, z_v)·cos(z_v, z_i)`` over the path's inner nodes."""
         self._require_fitted()
-        self._sync()
+        self.refresh()
         u = self._index_of("user", [user_id], "user_id")
         i = self._index_of("item", [item_id], "item_id")
         zu, au, bu, _ = self._users(u, onboarding)
@@ -978,7 +1050,8 @@ class ColdStartRecommender:
                     "store": str(Path(self.kg.path).resolve()), "store_version": self._store_version,
                     "num_nodes": {t: len(v) for t, v in self._views_all["zg"].items()},
                     "num_modules": {s: int(self._module.offset[s].shape[0]) for s in SIDES},
-                    "history": self.history}
+                    "history": self.history,
+                    "sha256": {"resolver.safetensors": sha256_file(tmp / "resolver.safetensors")}}
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
             old = None
             if path.exists():
@@ -994,59 +1067,93 @@ class ColdStartRecommender:
 
     @classmethod
     def load(cls, path: str | os.PathLike, kg: KnowledgeGraph | None = None, *, device: str = "cpu",
-             strict: bool = False) -> ColdStartRecommender:
+             strict: bool = False, text_model: str | os.PathLike | None = None) -> ColdStartRecommender:
         """Load a saved model. ``kg`` defaults to the store it was trained on (re-opened at its
-        current version); a store that does not match the model's schema is refused."""
-        from safetensors.numpy import load_file
-
+        current version); a store that does not match the model's schema is refused. A corrupt
+        folder raises one :class:`~kg.errors.ModelError` naming the file. The text model the folder
+        names must lie inside it, the bundled model package or ``$KGCS_MODEL_PATHS``; ``text_model``
+        overrides it with a folder you trust."""
         from encoders import GraphEncoder
+        from encoders.checkpoint import manifest_sha256, read_json, read_tensors
+        from encoders.text import confined_model_path
 
-        torch = _import_torch()
         path = Path(path)
         cfg_file = path / "config.json"
         if not cfg_file.is_file() or not (path / "resolver.safetensors").is_file():
             raise FileNotFoundError(f"{path} is not a kg-coldstart model folder (expected config.json, "
                                     "resolver.safetensors and encoder/)")
-        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or int(meta.get("version", 0)) > VERSION:
+        meta = read_json(cfg_file)
+        version = meta.get("version", 0)
+        if meta.get("format") != FORMAT or not isinstance(version, int) or version > VERSION:
             raise ValueError(f"{cfg_file}: not a kg-coldstart model of a version this code reads "
-                             f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
+                             f"(format {meta.get('format')!r}, version {version!r})")
+        lacking = [k for k in ("seed", "config", "num_nodes", "num_modules", "store_version") if k not in meta]
+        if lacking:
+            raise ModelError(f"{cfg_file}: incomplete model manifest (no {', '.join(lacking)})")
+        try:
+            config = dict(meta["config"])
+            config["text_model"] = (str(text_model) if text_model is not None else
+                                    confined_model_path(config.get("text_model"), path, cfg_file))
+            m = cls(seed=meta["seed"], **{**config, "device": device})
+        except KGError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{cfg_file}: invalid model config ({type(e).__name__}: {e})") from None
         if kg is None:
             store = Path(meta["store"])
             if not (store / "manifest.json").is_file():
                 raise FileNotFoundError(f"the model's store {store} is gone; pass kg= explicitly")
             kg = KnowledgeGraph.open(store)
-        m = cls(seed=meta["seed"], **{**meta["config"], "device": device})
         m.kg = kg
         m.encoder = GraphEncoder.load(path / "encoder", kg, strict=strict, device=device)
-        t = load_file(str(path / "resolver.safetensors"))
-        nm = meta["num_modules"]
-        mod = _build_module(m.config.dim, m.config.head_hidden)(nm["user"], nm["item"])
-        state = {k[len("module."):]: torch.from_numpy(v) for k, v in t.items() if k.startswith("module.")}
-        for s in SIDES:  # version 1: offsets were [a, b] only
-            off = state[f"offset.{s}"]
-            if off.shape[1] == 2:
-                state[f"offset.{s}"] = torch.cat([off, torch.zeros(off.shape[0], m.config.dim)], 1)
-        mod.load_state_dict(state)
-        mod.eval()
-        m._module = mod
-        m._views_all = {k: {name.split(".", 1)[1]: v for name, v in t.items() if name.startswith(k + ".")}
-                        for k in ("zg", "zc")}
+        weights = path / "resolver.safetensors"
+        t = read_tensors(weights, manifest_sha256(meta, weights.name), numpy=True)
+        try:
+            m._restore(meta, t)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise ModelError(f"{weights} does not fit {cfg_file} ({type(e).__name__}: {e})") from None
         for k, n in meta["num_nodes"].items():
             have = kg.num_nodes(k) if k in kg.node_types else 0
             if have < n:
                 raise ValueError(f"model {path} knows {n:,} {k} nodes but store {kg.path} has {have:,}: "
                                  "not the store it was trained on")
-        m._cnt = {s: t[f"cnt.{s}"].copy() for s in SIDES}
-        m._train_pairs = (t["train.user"], t["train.item"])
-        m._folded = {int(u): v for u, v in zip(t["folded.user"], t["folded.vec"])}
-        for u, i in t["seen_extra"]:
-            m._seen_extra.setdefault(int(u), set()).add(int(i))
         m._store_version = meta["store_version"]
         m.history = meta.get("history", {})
         m._finalize()
         m._fitted = True
         return m
+
+    def _restore(self, meta: dict[str, Any], t: dict[str, np.ndarray]) -> None:
+        """Rebuild the resolver module and the serving state from the tensors of ``resolver.safetensors``."""
+        torch = _import_torch()
+        nm = meta["num_modules"]
+        build = _build_module(self.config.dim, self.config.head_hidden)
+        state = {k[len("module."):]: torch.from_numpy(v) for k, v in t.items() if k.startswith("module.")}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        for s in SIDES:  # version 1: offsets were [a, b] only (they get a zero residual below)
+            n, width = got[f"offset.{s}"]
+            got[f"offset.{s}"] = (n, 2 + self.config.dim) if width == 2 else (n, width)
+        with torch.device("meta"):  # shapes first: an edited dim must not allocate a huge module
+            want = {k: tuple(v.shape) for k, v in build(nm["user"], nm["item"]).state_dict().items()}
+        if want != got:
+            bad = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+            raise ValueError(f"tensors {bad[:5]} have shapes {[got.get(k) for k in bad[:5]]}, the config needs "
+                             f"{[want.get(k) for k in bad[:5]]}")
+        for s in SIDES:
+            off = state[f"offset.{s}"]
+            if off.shape[1] == 2:
+                state[f"offset.{s}"] = torch.cat([off, torch.zeros(off.shape[0], self.config.dim)], 1)
+        mod = build(nm["user"], nm["item"])
+        mod.load_state_dict(state)
+        mod.eval()
+        self._module = mod
+        self._views_all = {k: {name.split(".", 1)[1]: v for name, v in t.items() if name.startswith(k + ".")}
+                           for k in ("zg", "zc")}
+        self._cnt = {s: t[f"cnt.{s}"].copy() for s in SIDES}
+        self._train_pairs = (t["train.user"], t["train.item"])
+        self._folded = {int(u): v for u, v in zip(t["folded.user"], t["folded.vec"])}
+        for u, i in t["seen_extra"]:
+            self._seen_extra.setdefault(int(u), set()).add(int(i))
 
     def __repr__(self) -> str:
         state = "unfitted" if not self._fitted else (

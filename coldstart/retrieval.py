@@ -57,6 +57,8 @@ from encoders.device import available_cpus
 EXACT_ENGINES = ("auto", "bf16", "fp32", "faiss")
 _CHUNK = {"bf16": 128, "fp32": 64}  # items per chunk for the chunk-maximum pre-selection
 _BLOCK_BYTES = 32 << 20      # target size of one score block (queries × catalog), per worker: ~L3
+_MAX_BLOCK_BYTES = 256 << 20  # hard cap of one score block (a huge catalog gets fewer than 64 rows per block)
+_MAX_PAD_BYTES = 1 << 30     # search() refuses a k past the catalog whose padded result would exceed this
 _RESCORE_PAIRS = 1 << 18     # (row, item) pairs re-scored at once (flat path)
 _DENSE_ELEMS = 1 << 23       # max float64 elements of the dense re-scoring buffer (64 MB)
 _BF16_U = 2.0 ** -8
@@ -188,8 +190,8 @@ class _Catalog:
     def block_rows(self, block_size: int | None) -> int:
         if block_size:
             return max(1, int(block_size))
-        itemsize = 2 if self.engine == "bf16" else 4
-        return int(np.clip(_BLOCK_BYTES // (self.n_pad * itemsize), 64, 4096))
+        row = self.n_pad * (2 if self.engine == "bf16" else 4)
+        return int(np.clip(_BLOCK_BYTES // row, min(64, max(1, _MAX_BLOCK_BYTES // row)), 4096))
 
     def search(self, q: np.ndarray, k: int, exclude: Sequence | None, block_size: int | None,
                pos: np.ndarray | None = None, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +200,7 @@ class _Catalog:
         single-threaded torch ops (no per-op thread barriers; robust on busy machines)."""
         import torch
 
-        n = len(q)
+        n, k = len(q), min(k, self.n)  # the result has min(k, catalog size) columns
         out_s = np.full((n, k), -np.inf, dtype=np.float32)
         out_i = np.full((n, k), -1, dtype=np.int64)
         if n == 0 or self.n == 0:
@@ -467,7 +469,9 @@ class ItemIndex:
 
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
                candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``k`` items per query row: ``(scores, item_indices)``, -1 / -inf where fewer exist.
+        """Best ``k`` items per query row: ``(scores, item_indices)``, -1 / -inf where fewer exist
+        (the work is bounded by the catalog size; a ``k`` past it whose padding would exceed 1 GiB
+        is refused).
 
         ``exclude[r]`` are item indices never returned for row ``r`` (e.g. already seen);
         ``candidates`` restricts every row to those item indices (e.g. only new items). Exact
@@ -481,7 +485,12 @@ class ItemIndex:
         if not np.isfinite(q).all():
             raise ValueError("queries must be finite")
         n = len(q)
-        k = max(int(k), 1)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        if k > len(self) and 12 * n * k > _MAX_PAD_BYTES:
+            raise ValueError(f"k={k:,} is more than the {len(self):,} items and the padded result would take "
+                             f"{12 * n * k / 2**30:.1f} GiB: pass k <= {len(self):,}")
         if exclude is not None and len(exclude) != n:
             raise ValueError("exclude needs one entry per query row")
         import faiss
@@ -491,10 +500,10 @@ class ItemIndex:
         try:
             with _torch_threads(self._threads):
                 if candidates is not None:
-                    return self._search_candidates(q, k, exclude, candidates)
+                    return _pad(*self._search_candidates(q, k, exclude, candidates), k)
                 if self.catalog is not None:
-                    return self._exact_catalog(q).search(q, k, exclude, self.block_size,
-                                                         workers=self._threads)
+                    return _pad(*self._exact_catalog(q).search(q, k, exclude, self.block_size,
+                                                               workers=self._threads), k)
                 return self._search_faiss(q, k, exclude)
         finally:
             faiss.omp_set_num_threads(faiss_threads)

@@ -12,26 +12,33 @@ from .text import TextEncoder
 
 _LAZY = {
     "GraphEncoder": ("graph", "GraphEncoder"),
-    "GraphEncoderConfig": ("graph", "GraphEncoderConfig"),
+    "GraphEncoderConfig": ("config", "GraphEncoderConfig"),
     "SchemaMismatchError": ("graph", "SchemaMismatchError"),
-    "TrainConfig": ("train", "TrainConfig"),
+    "TrainConfig": ("config", "TrainConfig"),
+    "GraphTrainer": ("train", "GraphTrainer"),
     "train_graph_encoder": ("train", "train_graph_encoder"),
-    "save_graph_encoder": ("checkpoint", "save"),
-    "load_graph_encoder": ("checkpoint", "load"),
+    "load_graph_encoder": ("graph", "GraphEncoder.load"),
 }
+
+
+def save_graph_encoder(model, path):
+    """``model.save(path)``: kept as a function for symmetry with :func:`load_graph_encoder`."""
+    return model.save(path)
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        module, path = _LAZY[name]
+        value = importlib.import_module(f".{module}", __name__)
+        for attr in path.split("."):
+            value = getattr(value, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["TextEncoder", "EmbeddingCache", "resolve_device", "TextTemplates", "node_texts", "NodeFeatures",
-           "node_features", "GraphEncoder", "GraphEncoderConfig", "TrainConfig", "train_graph_encoder",
-           "save_graph_encoder", "load_graph_encoder", "SchemaMismatchError"]
+           "node_features", "GraphEncoder", "GraphEncoderConfig", "TrainConfig", "GraphTrainer",
+           "train_graph_encoder", "save_graph_encoder", "load_graph_encoder", "SchemaMismatchError"]

@@ -18,11 +18,11 @@ text and its neighbourhood in one forward pass (:meth:`GraphEncoder.embed`), no 
 
 Propagation is full-graph over ``torch.sparse`` CSR matrices with a custom autograd function
 whose backward multiplies by a precomputed transposed CSR (autograd through ``torch.sparse.mm``
-re-transposes each step and was 12× slower on ML-1M-sized relations).
+re-transposes each step, an order of magnitude slower; figures in the README).
 
 API for the layers above (e.g. the cold-start resolver)::
 
-    model = train_graph_encoder(kg, ...)            # encoders.train
+    model = train_graph_encoder(kg, ...)            # encoders.train (GraphTrainer)
     z = model.embed(kg)                             # {"user": [n_u, d], "item": [n_i, d], ...}
     feats = model.features(kg)                      # frozen text embeddings (NodeFeatures, cached)
     h = model.text_embeddings(feats)                # text-only projected x⁰ (no id, no graph)
@@ -32,9 +32,11 @@ API for the layers above (e.g. the cold-start resolver)::
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +44,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from .config import GraphEncoderConfig
 from .device import resolve_device
 from .features import NodeFeatures, node_features
 from .templates import TextTemplates
@@ -56,6 +59,7 @@ __all__ = ["GraphEncoder", "GraphEncoderConfig", "GraphSchema", "EncoderGraph", 
 
 INTERACTION = ("user", "interacted", "item")
 RelKey = tuple[str, str, str]
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "kgcs-graph-encoder", 1
 
 class SchemaMismatchError(ValueError):
     """A trained model (or checkpoint) does not fit the graph / text features it is given."""
@@ -67,53 +71,6 @@ def rel_key(k: RelKey) -> str:
 
 def rev(k: RelKey) -> RelKey:
     return (k[2], f"rev_{k[1]}", k[0])
-
-
-@dataclass
-class GraphEncoderConfig:
-    """Architecture of a :class:`GraphEncoder` (JSON-serialisable; saved in checkpoints).
-
-    Args:
-        dim: embedding size.
-        num_layers: message-passing layers (0 = no graph: text + id only).
-        conv: ``"lightgcn"`` (parameter-free propagation with learned per-relation weights) or
-            ``"sage"`` (adds per-layer self and per-relation linear maps, i.e. relational GraphSAGE).
-        norm: adjacency normalisation, ``"sym"`` (D^-1/2 A D^-1/2, LightGCN) or ``"mean"`` (D^-1 A).
-        text_hidden: 0 = a linear projection of each text view; > 0 = a two-layer MLP with this
-            hidden size.
-        id_embeddings: ``"interacting"`` (users/items with training interactions), ``"all"`` (also
-            every entity present at training), or ``"none"`` (purely inductive).
-        views: text views to use (``None`` = every view with text at training time).
-        layer_combine: ``"mean"`` over layers 0..K (LightGCN) or ``"last"``.
-        init_std: std of the id-embedding init.
-    """
-
-    dim: int = 64
-    num_layers: int = 3
-    conv: str = "lightgcn"
-    norm: str = "sym"
-    text_hidden: int = 0
-    id_embeddings: str = "interacting"
-    views: list[str] | None = None
-    layer_combine: str = "mean"
-    init_std: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.conv not in ("lightgcn", "sage"):
-            raise ValueError(f"conv must be 'lightgcn' or 'sage', got {self.conv!r}")
-        if self.norm not in ("sym", "mean"):
-            raise ValueError(f"norm must be 'sym' or 'mean', got {self.norm!r}")
-        if self.id_embeddings not in ("interacting", "all", "none"):
-            raise ValueError(f"id_embeddings must be 'interacting', 'all' or 'none', got {self.id_embeddings!r}")
-        if self.layer_combine not in ("mean", "last"):
-            raise ValueError(f"layer_combine must be 'mean' or 'last', got {self.layer_combine!r}")
-        if self.dim < 1 or self.num_layers < 0:
-            raise ValueError("dim must be >= 1 and num_layers >= 0")
-        if self.views is not None:
-            self.views = list(self.views)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def id_fingerprint(ids: Sequence[Any]) -> str:
@@ -273,11 +230,9 @@ class EncoderGraph:
             ei = data[et].edge_index.numpy()
             edges[k] = (ei[0], ei[1])
         if interactions is not None:
-            us, _, it = interaction
-            u = kg.id_map(us).lookup(kg.id_map(us).coerce(interactions.get_column("user_id"))[0])
-            i = kg.id_map(it).lookup(kg.id_map(it).coerce(interactions.get_column("item_id"))[0])
-            ok = u.is_not_null() & i.is_not_null()
-            edges[interaction] = (u.filter(ok).to_numpy().astype(np.int64), i.filter(ok).to_numpy().astype(np.int64))
+            from kg.evaluation import positives
+
+            edges[interaction] = positives(kg, interactions, interaction[0], interaction[2])
         g = cls.from_edges(num_nodes, edges, norm=norm, interaction=interaction)
         return g if torch.device(device).type == "cpu" else g.to(device)
 
@@ -323,7 +278,7 @@ class GraphEncoder(nn.Module):
     """Inductive heterogeneous GNN; see the module docstring for the model and the API.
 
     Build one with :func:`encoders.train.train_graph_encoder` (or ``GraphEncoder(config, schema)``
-    then train), save/load with :mod:`encoders.checkpoint`.
+    then train), save/load as a checkpoint folder (:mod:`encoders.checkpoint`).
     """
 
     def __init__(self, config: GraphEncoderConfig, schema: GraphSchema, id_mask: Mapping[str, torch.Tensor] | None = None):
@@ -371,8 +326,8 @@ class GraphEncoder(nn.Module):
     def initial_relation_weights(self) -> torch.Tensor:
         """Initial w per directed relation: 1 for the user–item interaction (both directions); the
         other relations into a node type share a total of 1 (``1/n`` each). So a warm item starts
-        half collaborative, half knowledge graph, instead of 1/12 collaborative when ML-1M's eleven
-        item relations each weighed as much as the interactions."""
+        half collaborative, half knowledge graph, however many item relations the store has (with
+        equal weights, eleven relations would leave it 1/12 collaborative)."""
         inter = {tuple(self.schema.interaction), rev(tuple(self.schema.interaction))}
         others: dict[str, int] = {}
         for k in self.directed:
@@ -406,7 +361,7 @@ class GraphEncoder(nn.Module):
             else:
                 nn.init.zeros_(p)
 
-    def _check_features(self, features: NodeFeatures) -> None:
+    def check_features(self, features: NodeFeatures) -> None:
         if features.model_id != self.schema.text_model_id:
             raise SchemaMismatchError(f"text features come from {features.model_id!r} but the model was trained on "
                                       f"{self.schema.text_model_id!r}; encode with the same text model")
@@ -423,7 +378,7 @@ class GraphEncoder(nn.Module):
 
     def _torch_features(self, features) -> dict:
         if isinstance(features, NodeFeatures):
-            self._check_features(features)
+            self.check_features(features)
             return features.to_torch(self.device)
         return features
 
@@ -496,56 +451,59 @@ class GraphEncoder(nn.Module):
                 (training-time view dropout).
         """
         feats = self._torch_features(features)
-        cfg = self.config
         x: dict[str, torch.Tensor] = {}
         for t in self.schema.node_types:
             x[t] = self._input(t, feats, graph.num_nodes[t], None if n_id is None else n_id[t],
                                None if id_keep is None else id_keep.get(t),
                                None if view_keep is None else view_keep.get(t))
         layers = [x]
-        inter = {graph.interaction, rev(graph.interaction)}
-        rel_index = {k: i for i, k in enumerate(self.directed)}
-        for layer in range(cfg.num_layers):
-            w_all = nn.functional.softplus(self.rel_logit[layer])
-            acc: dict[str, torch.Tensor] = {}
-            den: dict[str, torch.Tensor] = {}
-            for k in graph.relations:
-                i = rel_index.get(k)
-                if i is None:
-                    continue  # relation unknown to the model (strict=False)
-                s, _, d = k
-                A, AT = graph.adj[k]
-                src = x[s]
-                has = graph.has[k].to(src.dtype)
-                if cold is not None and k in inter:
-                    if s in cold:
-                        src = src * (~cold[s]).unsqueeze(1).to(src.dtype)
-                    if d in cold:
-                        has = has * (~cold[d]).to(src.dtype)
-                m = spmm(A, AT, src)
-                if cfg.conv == "sage":
-                    m = self.rel_lin[layer][rel_key(k)](m)
-                if cold is not None and k in inter and d in cold:
-                    m = m * has.unsqueeze(1)
-                w = w_all[i]
-                acc[d] = acc[d] + w * m if d in acc else w * m
-                den[d] = den[d] + w * has if d in den else w * has
-            new = {}
-            for t in self.schema.node_types:
-                if t in acc:
-                    agg = acc[t] / den[t].clamp_min(1e-6).unsqueeze(1)
-                else:
-                    agg = torch.zeros_like(x[t])
-                if cfg.conv == "sage":
-                    agg = self.self_lin[layer][t](x[t]) + agg
-                    if layer < cfg.num_layers - 1:
-                        agg = nn.functional.leaky_relu(agg, 0.2)
-                new[t] = agg
-            x = new
+        for layer in range(self.config.num_layers):
+            x = self._propagate(layer, graph, x, cold)
             layers.append(x)
-        if cfg.layer_combine == "last" or cfg.num_layers == 0:
+        if self.config.layer_combine == "last" or self.config.num_layers == 0:
             return layers[-1]
         return {t: torch.stack([l[t] for l in layers]).mean(0) for t in self.schema.node_types}
+
+    def _propagate(self, layer: int, graph: EncoderGraph, x: Mapping[str, torch.Tensor],
+                   cold: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """One layer: per destination type, the relation-weighted mean of its neighbours' messages
+        (cold nodes neither send nor receive over the interaction relation)."""
+        cfg = self.config
+        inter = {graph.interaction, rev(graph.interaction)}
+        rel_index = {k: i for i, k in enumerate(self.directed)}
+        w_all = nn.functional.softplus(self.rel_logit[layer])
+        acc: dict[str, torch.Tensor] = {}
+        den: dict[str, torch.Tensor] = {}
+        for k in graph.relations:
+            i = rel_index.get(k)
+            if i is None:
+                continue  # relation unknown to the model (strict=False)
+            s, _, d = k
+            A, AT = graph.adj[k]
+            src = x[s]
+            has = graph.has[k].to(src.dtype)
+            if cold is not None and k in inter:
+                if s in cold:
+                    src = src * (~cold[s]).unsqueeze(1).to(src.dtype)
+                if d in cold:
+                    has = has * (~cold[d]).to(src.dtype)
+            m = spmm(A, AT, src)
+            if cfg.conv == "sage":
+                m = self.rel_lin[layer][rel_key(k)](m)
+            if cold is not None and k in inter and d in cold:
+                m = m * has.unsqueeze(1)
+            w = w_all[i]
+            acc[d] = acc[d] + w * m if d in acc else w * m
+            den[d] = den[d] + w * has if d in den else w * has
+        new = {}
+        for t in self.schema.node_types:
+            agg = acc[t] / den[t].clamp_min(1e-6).unsqueeze(1) if t in acc else torch.zeros_like(x[t])
+            if cfg.conv == "sage":
+                agg = self.self_lin[layer][t](x[t]) + agg
+                if layer < cfg.num_layers - 1:
+                    agg = nn.functional.leaky_relu(agg, 0.2)
+            new[t] = agg
+        return new
 
     # ------------------------------------------------------------------ high-level API
     def features(self, kg: KnowledgeGraph, encoder: TextEncoder | None = None, *, cache: Any = True) -> NodeFeatures:
@@ -613,27 +571,54 @@ class GraphEncoder(nn.Module):
             self.schema.id_fingerprints[t] = id_fingerprint(kg.ids(t))
         self.schema.store_version = kg.version
 
-    # ------------------------------------------------------------------ conveniences
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint folder (:mod:`encoders.checkpoint`): ``model.safetensors`` (every
+        parameter and buffer, id masks included) and ``config.json`` (architecture, schema, training
+        config and history)."""
+        from .checkpoint import write_folder
+
+        tc = getattr(self, "train_config", None)
+        meta: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(), "schema": self.schema.to_dict(),
+            "train_config": tc.to_dict() if tc is not None else None,
+            "best_epoch": getattr(self, "best_epoch", None), "history": getattr(self, "history", None),
+        }
+        return write_folder(path, {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, meta)
+
     @classmethod
-    def fit(cls, kg: KnowledgeGraph, config: GraphEncoderConfig | None = None, train: Any = None,
-            **kwargs: Any) -> GraphEncoder:
-        """``train_graph_encoder(kg, config, train, **kwargs)`` (see :mod:`encoders.train`)."""
-        from .train import train_graph_encoder
+    def load(cls, path: str | os.PathLike, kg: KnowledgeGraph | None = None, *, strict: bool = True,
+             device: str = "cpu") -> GraphEncoder:
+        """Load a checkpoint; with ``kg``, first check that the store matches its schema
+        (:class:`SchemaMismatchError`). ``strict=False`` tolerates node types / relations added to
+        the store after training (message passing ignores them); missing ones, fewer nodes or
+        changed ids always refuse. A corrupt folder is one ``CheckpointError`` naming the file."""
+        from .checkpoint import CONFIG, CheckpointError, read_manifest, read_weights
+        from .config import TrainConfig
 
-        return train_graph_encoder(kg, config, train, **kwargs)
-
-    def save(self, path: Any) -> Any:
-        """Write a checkpoint folder (safetensors + JSON); see :mod:`encoders.checkpoint`."""
-        from .checkpoint import save
-
-        return save(self, path)
-
-    @classmethod
-    def load(cls, path: Any, kg: KnowledgeGraph | None = None, **kwargs: Any) -> GraphEncoder:
-        """Load a checkpoint, refusing a ``kg`` whose schema does not match."""
-        from .checkpoint import load
-
-        return load(path, kg, **kwargs)
+        path = Path(path)
+        meta = read_manifest(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "graph-encoder")
+        try:
+            config = GraphEncoderConfig(**meta["config"])
+            schema = GraphSchema.from_dict(meta["schema"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path / CONFIG}: invalid model config ({type(e).__name__}: {e})") from None
+        if kg is not None:
+            try:
+                schema.check(kg, strict=strict)
+            except SchemaMismatchError as e:
+                raise SchemaMismatchError(f"checkpoint {path} does not match the store: {e}") from None
+        state = read_weights(path, meta)
+        _check_shapes(path, config, schema, state)
+        model = cls(config, schema)
+        model.load_state_dict(state)
+        model.to(resolve_device(device))
+        model.eval()
+        model.history, model.best_epoch = meta.get("history"), meta.get("best_epoch")
+        if meta.get("train_config"):
+            model.train_config = TrainConfig(**meta["train_config"])
+        return model
 
     def score(self, z_user: torch.Tensor, z_item: torch.Tensor) -> torch.Tensor:
         """Training-time affinity ``z_u · z_i`` (all pairs: ``[n_u, n_i]``)."""
@@ -643,3 +628,21 @@ class GraphEncoder(nn.Module):
         """Learned relation weights per layer (softplus(θ)), keyed ``src|rel|dst`` (for reports)."""
         w = nn.functional.softplus(self.rel_logit.detach()).cpu()
         return {rel_key(k): [round(float(w[l, i]), 4) for l in range(w.shape[0])] for i, k in enumerate(self.directed)}
+
+
+def _check_shapes(path: Path, config: GraphEncoderConfig, schema: GraphSchema, state: Mapping[str, Any]) -> None:
+    """Refuse weights that do not fit the config before building the model (an edited ``dim`` must
+    not allocate a huge one): the expected shapes come from a model on the ``meta`` device."""
+    from .checkpoint import CONFIG, WEIGHTS, CheckpointError
+
+    try:
+        with torch.device("meta"):
+            own = {k: tuple(v.shape) for k, v in GraphEncoder(config, schema).state_dict().items()}
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path / CONFIG}: invalid model config ({type(e).__name__}: {e})") from None
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and own[k] != tuple(state[k].shape)]
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{path / WEIGHTS} does not fit {path / CONFIG}: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}, wrong shape {bad[:5]}")

@@ -2,8 +2,8 @@
 
 Why views and not one string per node: mean-pooled sentence encoders average over tokens, so a
 long free-text field (a plot, an abstract) swamps the short descriptive fields (title, year,
-genres, director). On ML-1M, text-kNN cold-item Recall@20 with MiniLM was 0.068 on the whole
-text, 0.094 on title/year/genres, 0.104 without plot and writers. So by default an item gets a
+genres, director), and text-kNN on the whole text ranks new items worse than on the short fields
+alone (README, "text views"). So by default an item gets a
 ``short`` view (its name, short fields and the labels of its entities) and a ``long`` view (its
 long free-text fields); each view is encoded on its own and the graph encoder learns how to
 weight them (see ``encoders.graph``).
@@ -223,6 +223,30 @@ def _tokens(s: str) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in re.split(r"[,|;]", s) if t.strip())
 
 
+def _relation_values(kg: KnowledgeGraph, t: str, n: int, labels: Mapping[str, list], templates: TextTemplates
+                     ) -> dict[str, list[str | None]]:
+    """Per outgoing relation of type ``t``, each node's neighbour labels joined (None: no neighbour)."""
+    rel_vals: dict[str, list[str | None]] = {}
+    for key in kg.relations:
+        s, r, d = key
+        if s != t or r in templates.exclude_relations:
+            continue
+        e = kg.edge_frame(key)
+        dl = pl.Series("lab", labels[d], dtype=pl.Utf8)
+        lab = dl.gather(e.get_column("dst").cast(pl.Int64)) if e.height else dl.clear()
+        g = (pl.DataFrame({"src": e.get_column("src").cast(pl.Int64), "lab": lab})
+             .drop_nulls("lab").unique(["src", "lab"], maintain_order=True)
+             .group_by("src", maintain_order=True)
+             .agg(pl.col("lab").head(templates.max_relation_values).str.join(", ")))
+        vals: list[str | None] = [None] * n
+        for i, v in zip(g.get_column("src").to_list(), g.get_column("lab").to_list()):
+            if i < n:
+                vals[i] = v
+        # a relation name used as a placeholder may repeat: keep the first key (sorted order)
+        rel_vals.setdefault(r, vals)
+    return rel_vals
+
+
 def node_texts(kg: KnowledgeGraph, templates: TextTemplates | None = None,
                node_types: Sequence[str] | None = None) -> dict[str, dict[str, list[str]]]:
     """Texts of every node: ``{node_type: {view: [text per node in index order]}}``.
@@ -248,25 +272,7 @@ def node_texts(kg: KnowledgeGraph, templates: TextTemplates | None = None,
         short_auto = [f for f in fields if f not in longs and f not in excluded and f not in referenced
                       and f not in templates.label_fields]
         long_auto = [f for f in fields if f in longs and f not in excluded and f not in referenced]
-        # outgoing relations: labels of the neighbours of each node
-        rel_vals: dict[str, list[str | None]] = {}
-        for key in kg.relations:
-            s, r, d = key
-            if s != t or r in templates.exclude_relations:
-                continue
-            e = kg.edge_frame(key)
-            dl = pl.Series("lab", labels[d], dtype=pl.Utf8)
-            lab = dl.gather(e.get_column("dst").cast(pl.Int64)) if e.height else dl.clear()
-            g = (pl.DataFrame({"src": e.get_column("src").cast(pl.Int64), "lab": lab})
-                 .drop_nulls("lab").unique(["src", "lab"], maintain_order=True)
-                 .group_by("src", maintain_order=True)
-                 .agg(pl.col("lab").head(templates.max_relation_values).str.join(", ")))
-            vals: list[str | None] = [None] * n
-            for i, v in zip(g.get_column("src").to_list(), g.get_column("lab").to_list()):
-                if i < n:
-                    vals[i] = v
-            # a relation name used as a placeholder may repeat: keep the first key (sorted order)
-            rel_vals.setdefault(r, vals)
+        rel_vals = _relation_values(kg, t, n, labels, templates)
         auto_rels = [r for r in rel_vals if r not in referenced]
         type_name = t.replace("_", " ")
         per_view: dict[str, list[str]] = {v: [] for v in views}

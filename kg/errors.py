@@ -67,3 +67,7 @@ class UnknownNodeError(KGError, KeyError):
 
 class QueryError(KGError):
     """A query (e.g. SPARQL) is malformed or not allowed."""
+
+
+class ModelError(KGError, ValueError):
+    """A saved model folder is corrupt or does not fit its own config; the message names the file."""

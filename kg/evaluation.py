@@ -7,10 +7,14 @@ never by item index (MovieLens ids correlate with popularity).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from .graph import KnowledgeGraph
 
 
 def _rand_key(n: int, seed: int) -> pl.Series:
@@ -117,4 +121,64 @@ def rank_metrics(scores: np.ndarray, truth: Sequence[np.ndarray], k: int = 20,
     }
     if per_user:
         out.update(recall_per_user=np.array(recall), ndcg_per_user=np.array(ndcg))
+    return out
+
+
+def positives(kg: KnowledgeGraph, interactions: pl.DataFrame, user_type: str = "user", item_type: str = "item"
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ``(user idx, item idx)`` arrays of an interactions frame (``user_id, item_id``);
+    rows naming an id the store does not know are dropped."""
+    u = kg.id_map(user_type).indices(interactions.get_column("user_id"))
+    i = kg.id_map(item_type).indices(interactions.get_column("item_id"))
+    ok = (u >= 0) & (i >= 0)
+    return u[ok], i[ok]
+
+
+def _group(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """For each user in ``rows``, the items paired with it."""
+    order = np.argsort(users, kind="stable")
+    u, it = users[order], items[order]
+    starts = np.searchsorted(u, rows, side="left")
+    ends = np.searchsorted(u, rows, side="right")
+    return [np.unique(it[s:e]) for s, e in zip(starts, ends)]
+
+
+def _remap(pairs: tuple[np.ndarray, np.ndarray], col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = col[pairs[1]]
+    keep = c >= 0
+    return pairs[0][keep], c[keep]
+
+
+def ranking_metrics(z_user: Any, z_item: Any, train: tuple[np.ndarray, np.ndarray],
+                    test: tuple[np.ndarray, np.ndarray], k: int = 20, seed: int = 0,
+                    users: np.ndarray | None = None, items: np.ndarray | None = None,
+                    chunk: int = 2048, score: Callable | None = None) -> dict[str, float]:
+    """Warm :func:`rank_metrics` of dot-product scores (``z_user @ z_item.T``, torch tensors or
+    arrays): every user with test items ranks all ``items`` (default: all) except its training items.
+
+    ``train``/``test`` are dense ``(user idx, item idx)`` pairs; ``users`` restricts the users;
+    ``score(rows)`` replaces the dot product.
+    """
+    zu = z_user.float().cpu() if hasattr(z_user, "cpu") else np.asarray(z_user, dtype=np.float32)
+    zi = z_item.float().cpu() if hasattr(z_item, "cpu") else np.asarray(z_item, dtype=np.float32)
+    if items is not None:
+        items = np.asarray(items, dtype=np.int64)
+        col = np.full(zi.shape[0], -1, dtype=np.int64)
+        col[items] = np.arange(len(items))
+        zi = zi[items]
+        train, test = _remap(train, col), _remap(test, col)
+    rows = np.unique(test[0]) if users is None else np.intersect1d(np.asarray(users), np.unique(test[0]))
+    truth, excl = _group(test[0], test[1], rows), _group(train[0], train[1], rows)
+    sums: dict[str, float] = {"recall": 0.0, "ndcg": 0.0, "hit_rate": 0.0}
+    n = 0
+    for s in range(0, len(rows), chunk):
+        r = rows[s:s + chunk]
+        sc = (zu[r] @ zi.T) if score is None else score(r)
+        m = rank_metrics(np.asarray(sc, dtype=np.float32), truth[s:s + chunk], k, excl[s:s + chunk], seed)
+        if m["users"]:
+            for key in sums:
+                sums[key] += m[key] * m["users"]
+            n += m["users"]
+    out: dict[str, float] = {key: (v / n if n else float("nan")) for key, v in sums.items()}
+    out["users"] = n
     return out

@@ -68,7 +68,7 @@ class IdMap:
         values = values.cast(self.ids.dtype)
         table = self._dense_table() if self.kind == INT and values.null_count() == 0 else None
         if table is not None:
-            # integer ids in a compact range: one array gather instead of a hash join (~8x faster)
+            # integer ids in a compact range: one array gather, cheaper than a hash join
             lo, pos = table
             v, hi = values.to_numpy(), lo + len(pos) - 1
             if len(v) == 0 or (v.min() >= lo and v.max() <= hi):
@@ -121,12 +121,36 @@ class IdMap:
             value = str(value)
         return self._dict.get(int(value) if self.kind == INT else value)
 
-    def indices(self, values: Iterable[Any]) -> np.ndarray:
-        """Indices of many external ids, -1 where unknown."""
-        return np.array([(-1 if (i := self.index(v)) is None else i) for v in values], dtype=np.int64)
+    def indices(self, values: Iterable[Any] | pl.Series, *, missing: str = "mark", node_type: str = "node"
+                ) -> np.ndarray:
+        """Dense indices of many external ids at once (vectorised; ints and their decimal strings are
+        the same id for int maps). ``missing="mark"``: -1 where unknown; ``"raise"``:
+        :class:`~kg.errors.UnknownNodeError` naming the unknown ids (as ``node_type``)."""
+        s = _as_series(values)
+        if s.len() == 0:
+            return np.zeros(0, dtype=np.int64)
+        idx = self.lookup(self.coerce(s)[0]).fill_null(-1).to_numpy().astype(np.int64)
+        if missing == "raise" and (idx < 0).any():
+            from .errors import UnknownNodeError
+
+            bad = s.filter(pl.Series(idx < 0)).unique(maintain_order=True)
+            more = f" and {bad.len() - 5} more" if bad.len() > 5 else ""
+            raise UnknownNodeError(f"unknown {node_type} ids: {', '.join(map(repr, bad.head(5).to_list()))}{more}")
+        return idx
 
     def external(self, idx: np.ndarray | list[int]) -> list[Any]:
         return self.ids.gather(np.asarray(idx, dtype=np.int64)).to_list()
+
+
+def _as_series(values: Iterable[Any] | pl.Series) -> pl.Series:
+    """A Series of ids; a list mixing ints and strings becomes strings (coerce then sorts them out)."""
+    if isinstance(values, pl.Series):
+        return values
+    values = list(values)
+    try:
+        return pl.Series(values)
+    except (TypeError, pl.exceptions.PolarsError):
+        return pl.Series([None if v is None else str(v) for v in values], dtype=pl.Utf8)
 
 
 def _all_false(n: int) -> pl.Series:

@@ -7,6 +7,10 @@ Layout::
     STORE/parts/<table>/*.parquet immutable parts; a table is the ordered list of its parts
     STORE/.lock                  OS file lock held by the one writer (dies with its process)
 
+Readers hold a shared ``flock`` on ``versions/N.json`` of the version they read (a :class:`ReadLease`);
+compaction deletes a version, and so the parts only it uses, only when it can lock that file
+exclusively. The kernel drops a lease when its process dies, so a crashed reader pins nothing.
+
 A commit writes new parts, fsyncs them, writes ``versions/N.json`` and then ``os.replace``-s
 ``manifest.json``. A crash at any point leaves the old ``manifest.json`` in place; the parts and
 version files it left behind are unreferenced and removed by the next writer. Appends never read or
@@ -78,7 +82,10 @@ class WriteLock:
     def acquire(self) -> None:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only store or file system, or a path that is not a directory
+            raise StoreError(f"cannot lock store {self.path.parent} for writing: {e.strerror} ({self.path})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,6 +117,66 @@ class WriteLock:
         return self._fd is not None
 
 
+class ReadLease:
+    """A shared ``flock`` on one version's manifest file, held while a reader may still read its parts."""
+
+    def __init__(self, fd: int | None):
+        self._fd = fd
+
+    @classmethod
+    def take(cls, path: Path) -> ReadLease | None:
+        """Lease the version file ``path``; None if compaction removed it (the version is gone)."""
+        import fcntl
+
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return cls(None)  # unreadable here: reading its manifest fails with a clear error anyway
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a compactor is deleting this very file
+        except OSError:  # a file system without flock: read unprotected, as before leases existed
+            os.close(fd)
+            return cls(None)
+        if os.fstat(fd).st_nlink == 0:  # removed while we waited for the lock
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the lock
+            self._fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # at interpreter exit the os module may already be gone; the kernel cleans up
+            pass
+
+    @staticmethod
+    def unlink_if_free(path: Path) -> bool:
+        """Delete the version file ``path`` unless a reader leases it; True if deleted."""
+        import fcntl
+
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            except OSError:
+                pass  # no flock on this file system: no reader can hold a lease either
+            path.unlink(missing_ok=True)
+            return True
+        finally:
+            os.close(fd)
+
+
 class Store:
     """Low-level table store: knows parts, versions and locks, not what the tables mean."""
 
@@ -125,14 +192,63 @@ class Store:
             if exist_ok:
                 return cls.open(path)
             raise StoreError(f"a store already exists at {store.path}")
-        if store.path.exists() and any(p.name != ".lock" for p in store.path.iterdir()):
-            raise StoreError(f"{store.path} exists and is not an empty directory or a store")
-        (store.path / "versions").mkdir(parents=True, exist_ok=True)
-        (store.path / "parts").mkdir(exist_ok=True)
+        store.check_creatable()
+        try:
+            (store.path / "versions").mkdir(parents=True, exist_ok=True)
+            (store.path / "parts").mkdir(exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create a store at {store.path}: {e.strerror}") from None
         with store.locked():
             if not (store.path / "manifest.json").exists():
                 store._publish(store._empty_manifest())
         return store
+
+    def check_creatable(self) -> None:
+        """Raise :class:`StoreError` unless a new store can go at this path (missing or empty directory)."""
+        for p in (self.path, *self.path.parents):
+            if p.exists() and not p.is_dir():
+                raise StoreError(f"cannot create a store at {self.path}: {p} is a file, not a directory")
+        try:
+            junk = self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir())
+        except OSError as e:
+            raise StoreError(f"cannot create a store at {self.path}: {e.strerror}") from None
+        if junk:
+            raise StoreError(f"{self.path} exists and is not an empty directory or a store")
+
+    def missing_root(self) -> Path | None:
+        """The highest directory of this store's path that does not exist yet (None: it exists)."""
+        top = None
+        for p in (self.path, *self.path.parents):
+            if p.exists():
+                return top
+            top = p
+        return top
+
+    def discard_if_unused(self, created: Path | None) -> None:
+        """Remove a store this process just created that is still at version 0 (a failed first ingest).
+
+        ``created`` is the highest directory its creation made (None: the store directory existed).
+        """
+        try:
+            with self.locked():
+                if self.read_manifest()["version"] != 0 or any(
+                        p.name != "000000.json" for p in (self.path / "versions").iterdir()):
+                    return  # another process committed to it meanwhile: it is theirs now
+                for p in (self.path / "manifest.json", self._version_path(0)):
+                    p.unlink(missing_ok=True)
+                for d in [*(self.path / "parts").glob("*"), self.path / "parts", self.path / "versions"]:
+                    with contextlib.suppress(OSError):
+                        d.rmdir()  # only empty ones: a rolled-back ingest left no parts
+        except (StoreError, OSError):
+            return  # locked by another writer, or not ours to judge: leave it
+        with contextlib.suppress(OSError):
+            (self.path / ".lock").unlink()
+        if created is not None:
+            for d in (self.path, *self.path.parents):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                if d == created:
+                    break
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Store:
@@ -189,13 +305,33 @@ class Store:
                 out.append({"version": v, "created_at": m["created_at"], "message": m["message"]})
         return out
 
+    def read_leased(self, version: int | None = None) -> tuple[dict[str, Any], ReadLease | None]:
+        """The manifest of ``version`` (None: the committed one) and a lease that keeps its parts on disk."""
+        for _ in range(100):
+            manifest = self.read_manifest(version)
+            lease = self.lease(manifest["version"])
+            if lease is not None:
+                return manifest, lease
+            if version is not None:
+                raise StoreError(f"version {version} of {self.path} was just removed by compaction")
+            if self.read_manifest()["version"] == manifest["version"]:
+                return manifest, None  # its version file is gone (damaged store): read unprotected
+        raise StoreError(f"store {self.path} keeps changing under this reader; retry")
+
+    def lease(self, version: int) -> ReadLease | None:
+        """Keep ``version`` (and its parts) from compaction while the lease lives; None if already gone."""
+        return ReadLease.take(self._version_path(version))
+
     def _version_path(self, version: int) -> Path:
         return self.path / "versions" / f"{version:06d}.json"
 
     def _publish(self, manifest: dict[str, Any]) -> None:
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        atomic_write_bytes(self._version_path(manifest["version"]), data)
-        atomic_write_bytes(self.path / "manifest.json", data)  # the commit point
+        try:
+            atomic_write_bytes(self._version_path(manifest["version"]), data)
+            atomic_write_bytes(self.path / "manifest.json", data)  # the commit point
+        except OSError as e:  # nothing was published: the next writer removes what was written
+            raise StoreError(f"cannot write to store {self.path}: {e.strerror or e}") from None
 
     # -- writing -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -213,12 +349,15 @@ class Store:
         """Write one immutable part (fsynced) and return its manifest entry. Needs the lock."""
         assert self._lock.held, "write_part needs the write lock"
         d = self.path / "parts" / table_dir(table)
-        d.mkdir(parents=True, exist_ok=True)
         name = f"v{version:06d}-{uuid.uuid4().hex[:10]}.parquet"
         path = d / name
-        df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            df.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        except OSError as e:  # disk full, a read-only part directory ...: the transaction rolls back
+            raise StoreError(f"cannot write to store {self.path}: {e.strerror or e} ({path})") from None
         return {
             "file": f"parts/{table_dir(table)}/{name}",
             "rows": df.height,
@@ -245,8 +384,9 @@ class Store:
         """Delete what crashed writers left: unpublished versions, unreferenced parts, temp files."""
         if not (self.path / "manifest.json").exists():
             return  # a store being created
-        current = self.read_manifest()["version"]
-        referenced: set[str] = set()
+        manifest = self.read_manifest()
+        current = manifest["version"]
+        referenced = {part["file"] for t in manifest["tables"].values() for part in t["parts"]}
         for p in (self.path / "versions").glob("*.json"):
             try:
                 v = int(p.stem)
@@ -267,12 +407,14 @@ class Store:
     def prune(self, keep: int = 1) -> int:
         """Drop all but the newest ``keep`` versions and the parts only they used. Needs the lock."""
         assert self._lock.held
+        if keep < 1:
+            raise StoreError(f"keep must be at least 1 (the current version), got {keep}")
         current = self.read_manifest()["version"]
         removed = 0
         for p in (self.path / "versions").glob("*.json"):
             with contextlib.suppress(ValueError):
-                if int(p.stem) <= current - keep:
-                    p.unlink()
+                # a version an open reader still leases stays, with its parts, until a later prune
+                if int(p.stem) <= current - keep and ReadLease.unlink_if_free(p):
                     removed += 1
         self._remove_debris()
         return removed

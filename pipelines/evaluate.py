@@ -14,6 +14,10 @@ fits one model per (protocol, seed) on the training part and ranks with
   scores on exactly the few-shot users, positives and exclusions (what onboarding adds).
 * ``warm``: per-user random 80/20; rank all items the user has not seen in training.
 
+Every variant is also ranked by two evaluation baselines on the same users, candidates and positives
+(:class:`PopularityBaseline`; :class:`TextKNNBaseline` where the user has items), and the report
+gives the model's lift over popularity (NDCG@k ratio) in its table and plot.
+
 Beyond accuracy, from the same top-k lists: catalog coverage, novelty, intra-list diversity (on
 the items' *text* vectors, model-independent) and metrics by user activity. Writes
 ``metrics.json``, ``report.md``, ``metrics_by_protocol.png`` and ``metrics_by_activity.png`` into
@@ -28,7 +32,6 @@ import shlex
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,9 @@ from kg import KnowledgeGraph
 from kg.evaluation import (rank_metrics, split_cold_items, split_cold_users, split_onboarding, split_warm,
                            topk)
 
-__all__ = ["evaluate", "PROTOCOLS", "BUCKETS"]
+from .steps import replace_dir, temp_sibling
+
+__all__ = ["evaluate", "PROTOCOLS", "BUCKETS", "BASELINES", "PopularityBaseline", "TextKNNBaseline"]
 
 PROTOCOLS = ("cold-item", "cold-user", "warm")
 HOLDOUT = 0.2
@@ -55,6 +60,11 @@ VARIANTS = {
     "warm": ("holdout",),
 }
 BUCKETED = ("cold-user", "warm")
+#: evaluation baselines ranked on every split beside the model (see PopularityBaseline, TextKNNBaseline)
+BASELINES = ("popularity", "text-knn")
+METHOD_LABELS = {"model": "kg-coldstart", "popularity": "popularity", "text-knn": "text-kNN"}
+#: variants where a user has no items, so text-kNN has nothing to compare with
+NO_TEXT_KNN = {("cold-user", "zero-shot"), ("cold-user", "zero-shot-same-positives")}
 _CHUNK = 1024  # users scored per call
 
 
@@ -114,11 +124,10 @@ def _check_out(out: Path, store: Path) -> None:
 
 # ================================================================================ helpers
 def _dense(kg: KnowledgeGraph, node_type: str, values: pl.Series) -> np.ndarray:
-    idmap = kg.id_map(node_type)
-    idx = idmap.lookup(idmap.coerce(values)[0])
-    if idx.null_count():
+    idx = kg.id_map(node_type).indices(values)
+    if (idx < 0).any():
         raise ValueError(f"interactions name {node_type}s that are not in the store")
-    return idx.to_numpy().astype(np.int64)
+    return idx
 
 
 def _pairs(kg: KnowledgeGraph, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -259,34 +268,27 @@ def _popularity(kg: KnowledgeGraph, train_items: np.ndarray) -> np.ndarray:
     return (c + 1.0) / (c.sum() + n_items)
 
 
-def _run_cold_item(kg, inter, seed, k, cfg, progress, item_vecs, **_):
+# a job: (users, candidates, truth, exclude, onboarding, activity), the arguments of _Ranker.run
+def _run_cold_item(kg, inter, seed, cfg, progress, **_):
     train, test, cold = split_cold_items(inter, HOLDOUT, seed)
     m, fit_s = _fit(kg, train, seed, cfg, progress)
-    t0 = time.perf_counter()
-    _, ti = _pairs(kg, train)
     cand = np.unique(_dense(kg, "item", pl.Series(cold)))
     pos = _group(*_pairs(kg, test))
     users = np.array(sorted(pos), dtype=np.int64)
     truth = [np.searchsorted(cand, pos[int(u)]) for u in users]
-    r = _Ranker(m, kg, k, seed, _popularity(kg, ti), item_vecs)
-    res = {"held-out": r.run(users, cand, truth, None, None, None)}
+    jobs = {"held-out": (users, cand, truth, None, None, None)}
     split = {"train_rows": train.height, "test_rows": test.height, "held_out_items": len(cold)}
-    return res, split, fit_s, time.perf_counter() - t0, m
+    return m, fit_s, train, jobs, split
 
 
-def _run_cold_user(kg, inter, seed, k, cfg, progress, item_vecs, onboarding, onboarding_by, **_):
+def _run_cold_user(kg, inter, seed, cfg, progress, onboarding, onboarding_by, **_):
     train, test, cold = split_cold_users(inter, HOLDOUT, seed)
     m, fit_s = _fit(kg, train, seed, cfg, progress)
-    t0 = time.perf_counter()
-    _, ti = _pairs(kg, train)
-    n_items = kg.num_nodes("item")
-    cand = np.arange(n_items, dtype=np.int64)
-    r = _Ranker(m, kg, k, seed, _popularity(kg, ti), item_vecs)
-    res: dict[str, Any] = {}
+    cand = np.arange(kg.num_nodes("item"), dtype=np.int64)
     # zero-shot: every held-out user, all their interactions are positives
     pos = _group(*_pairs(kg, test))
     users = np.array(sorted(pos), dtype=np.int64)
-    res["zero-shot"] = r.run(users, cand, [pos[int(u)] for u in users], None, None, np.zeros(len(users)))
+    jobs = {"zero-shot": (users, cand, [pos[int(u)] for u in users], None, None, np.zeros(len(users)))}
     # few-shot: `onboarding` interactions given, the rest are positives
     onb_df, rest_df = split_onboarding(test, onboarding, by=onboarding_by, seed=seed)
     onb = _group(*_pairs(kg, onb_df))
@@ -301,17 +303,16 @@ def _run_cold_user(kg, inter, seed, k, cfg, progress, item_vecs, onboarding, onb
             fs_excl.append(given)
     fs_users = np.array(fs_users, dtype=np.int64)
     act = np.array([len(onb.get(int(u), ())) for u in fs_users], dtype=np.float64)
-    res["few-shot"] = r.run(fs_users, cand, fs_truth, fs_excl, onb, act)
-    res["zero-shot-same-positives"] = r.run(fs_users, cand, fs_truth, fs_excl, None, np.zeros(len(fs_users)))
+    jobs["few-shot"] = (fs_users, cand, fs_truth, fs_excl, onb, act)
+    jobs["zero-shot-same-positives"] = (fs_users, cand, fs_truth, fs_excl, None, np.zeros(len(fs_users)))
     split = {"train_rows": train.height, "test_rows": test.height, "held_out_users": len(cold),
              "onboarding_rows": onb_df.height, "onboarding_by": onboarding_by}
-    return res, split, fit_s, time.perf_counter() - t0, m
+    return m, fit_s, train, jobs, split
 
 
-def _run_warm(kg, inter, seed, k, cfg, progress, item_vecs, **_):
+def _run_warm(kg, inter, seed, cfg, progress, **_):
     train, test = split_warm(inter, HOLDOUT, seed)
     m, fit_s = _fit(kg, train, seed, cfg, progress)
-    t0 = time.perf_counter()
     tu, ti = _pairs(kg, train)
     seen = _group(tu, ti)
     pos = _group(*_pairs(kg, test))
@@ -326,10 +327,64 @@ def _run_warm(kg, inter, seed, k, cfg, progress, item_vecs, **_):
             excl.append(s)
     users = np.array(users, dtype=np.int64)
     cand = np.arange(kg.num_nodes("item"), dtype=np.int64)
-    r = _Ranker(m, kg, k, seed, _popularity(kg, ti), item_vecs)
-    res = {"holdout": r.run(users, cand, truth, excl, None, n_train[users].astype(np.float64))}
+    jobs = {"holdout": (users, cand, truth, excl, None, n_train[users].astype(np.float64))}
     split = {"train_rows": train.height, "test_rows": test.height}
-    return res, split, fit_s, time.perf_counter() - t0, m
+    return m, fit_s, train, jobs, split
+
+
+# ================================================================================ baselines
+class PopularityBaseline:
+    """Each item's number of training interactions: the same list for every user (ties, e.g. all
+    new items, fall to the ranker's seeded random order)."""
+
+    def __init__(self, kg: KnowledgeGraph, train_items: np.ndarray):
+        self.kg = kg
+        self.count = np.bincount(train_items, minlength=kg.num_nodes("item")).astype(np.float64)
+
+    def score(self, user_ids: Sequence, item_ids: Sequence, onboarding: Mapping | None = None) -> np.ndarray:
+        c = self.count[_dense(self.kg, "item", pl.Series(item_ids))]
+        return np.broadcast_to(c, (len(user_ids), len(c)))
+
+
+class TextKNNBaseline:
+    """Cosine between an item's text vector and the mean text vector of the user's training items
+    (plus its onboarding items); a user without items scores every item 0."""
+
+    def __init__(self, kg: KnowledgeGraph, item_vecs: np.ndarray, train_users: np.ndarray, train_items: np.ndarray):
+        norm = np.linalg.norm(item_vecs, axis=1, keepdims=True)
+        self.kg, self.x = kg, np.divide(item_vecs, norm, out=np.zeros(item_vecs.shape), where=norm > 0)
+        xt = np.ascontiguousarray(self.x.T)  # one bincount per dimension: no [rows × dim] temporary
+        n = kg.num_nodes("user")
+        self.sums = np.stack([np.bincount(train_users, weights=xt[d][train_items], minlength=n)
+                              for d in range(len(xt))], axis=1) if len(xt) else np.zeros((n, 0))
+
+    def score(self, user_ids: Sequence, item_ids: Sequence, onboarding: Mapping | None = None) -> np.ndarray:
+        prof = self.sums[_dense(self.kg, "user", pl.Series(user_ids))]  # a copy: onboarding adds to it
+        for r, u in enumerate(user_ids):
+            if onboarding and onboarding.get(u):
+                prof[r] += self.x[_dense(self.kg, "item", pl.Series(onboarding[u]))].sum(0)
+        norm = np.linalg.norm(prof, axis=1, keepdims=True)
+        prof = np.divide(prof, norm, out=np.zeros_like(prof), where=norm > 0)
+        return prof @ self.x[_dense(self.kg, "item", pl.Series(item_ids))].T
+
+
+def _rank_all(m, kg: KnowledgeGraph, k: int, seed: int, protocol: str, train: pl.DataFrame, item_vecs: np.ndarray,
+              jobs: Mapping[str, tuple]) -> tuple[dict, dict, float, float]:
+    """Rank every job with the model, then with each baseline on the same users, candidates and
+    positives: ``(model results, {baseline: results}, model seconds, baseline seconds)``."""
+    tu, ti = _pairs(kg, train)
+    pop = _popularity(kg, ti)
+    t0 = time.perf_counter()
+    res = {v: _Ranker(m, kg, k, seed, pop, item_vecs).run(*job) for v, job in jobs.items()}
+    eval_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    base: dict[str, Any] = {}
+    for name in BASELINES:
+        scorer = PopularityBaseline(kg, ti) if name == "popularity" else TextKNNBaseline(kg, item_vecs, tu, ti)
+        r = _Ranker(scorer, kg, k, seed, pop, item_vecs)
+        base[name] = {v: r.run(*job[:5], None) for v, job in jobs.items()
+                      if name != "text-knn" or (protocol, v) not in NO_TEXT_KNN}
+    return res, base, eval_s, time.perf_counter() - t0
 
 
 _RUNNERS = {"cold-item": _run_cold_item, "cold-user": _run_cold_user, "warm": _run_warm}
@@ -379,46 +434,106 @@ def evaluate(store: str | Path, protocol: str = "all", seeds: Sequence[int] = (0
         import matplotlib  # noqa: F401
     except ImportError as e:
         raise ImportError("the evaluation report needs matplotlib: pip install 'kg-coldstart[plot]'") from e
-    from tqdm.auto import tqdm
 
     kg = KnowledgeGraph.open(store)
     inter = kg.interactions()
+    by = _onboarding_order(inter, onboarding_by, protocols, store)
+    item_vecs = _item_text_vectors(kg, cfg, progress)
+    runs = _run_all(kg, inter, protocols, seeds, k, cfg, progress, item_vecs, onboarding=onboarding, onboarding_by=by)
+    results, baselines, lift, by_activity = _aggregate(runs, protocols)
+    wall = time.perf_counter() - t_start
+    metrics = _nan_to_none({
+        "format": "kgcs-eval", "version": 1,
+        "config": _config(store, kg, protocols, seeds, k, onboarding, onboarding_by, by, cfg),
+        "command": {"argv": " ".join(shlex.quote(a) for a in sys.argv),
+                    "python": _call_repr(store, protocols, seeds, out, k, cfg, onboarding, onboarding_by)},
+        "data": {"users": kg.num_nodes("user"), "items": kg.num_nodes("item"), "interactions": inter.height},
+        "started": started.isoformat(timespec="seconds"),
+        "wall_seconds": wall,
+        "results": results,
+        "baselines": baselines,
+        "lift": lift,
+        "by_activity": by_activity,
+        "runs": runs,
+    })
+    _write(out, metrics)
+    return metrics
+
+
+def _onboarding_order(inter: pl.DataFrame, onboarding_by: str, protocols: Sequence[str], store: Path) -> str:
+    """How few-shot users' onboarding interactions are chosen: "time" or "random" ("auto": time when
+    every interaction has a time). Refuses a store without interactions."""
     if inter.height == 0:
         raise ValueError(f"store {store} has no user–item interactions to evaluate on; ingest some first "
                          "(kgcs ingest interactions FILE --store STORE)")
-    by = onboarding_by
     has_time = "time" in inter.columns and inter.get_column("time").null_count() == 0
-    if by == "auto":
-        by = "time" if has_time else "random"
-    elif by == "time" and "cold-user" in protocols and not has_time:
+    if onboarding_by == "auto":
+        return "time" if has_time else "random"
+    if onboarding_by == "time" and "cold-user" in protocols and not has_time:
         raise ValueError(f"onboarding_by='time' but the interactions of {store} lack a time on some rows; "
                          "use onboarding_by='random' or 'auto'")
+    return onboarding_by
 
-    item_vecs = _item_text_vectors(kg, cfg, progress)
+
+def _run_all(kg: KnowledgeGraph, inter: pl.DataFrame, protocols: Sequence[str], seeds: Sequence[int], k: int,
+             cfg: Mapping[str, Any], progress: bool, item_vecs: np.ndarray, **split_opts: Any) -> list[dict[str, Any]]:
+    """One fit and ranking per (protocol, seed): the per-run records of ``metrics.json``."""
+    from tqdm.auto import tqdm
+
     runs: list[dict[str, Any]] = []
     bar = tqdm(total=len(protocols) * len(seeds), desc="evaluate", unit="fit", disable=not progress)
     try:
         for p in protocols:
             for seed in seeds:
                 bar.set_postfix_str(f"{p} seed {seed}")
-                res, split, fit_s, eval_s, m = _RUNNERS[p](kg, inter, seed, k, cfg, progress, item_vecs,
-                                                           onboarding=onboarding, onboarding_by=by)
+                m, fit_s, train, jobs, split = _RUNNERS[p](kg, inter, seed, cfg, progress, **split_opts)
+                res, base, eval_s, base_s = _rank_all(m, kg, k, seed, p, train, item_vecs, jobs)
                 enc = m.history.get("encoder", {})
                 runs.append({"protocol": p, "seed": seed, "split": split, "fit_seconds": fit_s,
-                             "eval_seconds": eval_s, "encoder_epochs": enc.get("epochs"),
-                             "best_epoch": enc.get("best_epoch"), "variants": res})
+                             "eval_seconds": eval_s, "baseline_seconds": base_s, "encoder_epochs": enc.get("epochs"),
+                             "best_epoch": enc.get("best_epoch"), "variants": res, "baselines": base})
                 del m
                 bar.update(1)
     finally:
         bar.close()
+    return runs
 
+
+def _config(store: Path, kg: KnowledgeGraph, protocols: Sequence[str], seeds: Sequence[int], k: int, onboarding: int,
+            onboarding_by: str, by: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``config`` section of ``metrics.json``: the run's options and what its measures mean."""
+    return {"store": str(store.resolve()), "store_version": kg.version, "protocols": protocols,
+            "seeds": seeds, "k": k, "onboarding": onboarding, "onboarding_by": onboarding_by,
+            "onboarding_by_resolved": by, "holdout": HOLDOUT, "model_config": cfg,
+            "diversity_vectors": "item text vectors (encoders.node_features(kg).combined('item'))",
+            "novelty_popularity": "(training count + 1) / (training rows + catalog size)",
+            "std": "sample std over seeds (ddof=1); null with one seed",
+            "baselines": {"popularity": "training interaction count of each item",
+                          "text-knn": "cosine of the item's text vector to the mean of the user's training "
+                                      "(and onboarding) items' text vectors"},
+            "lift": "NDCG@k of the method / NDCG@k of popularity on the same splits (ratio of the seed means)"}
+
+
+def _aggregate(runs: list[dict[str, Any]], protocols: Sequence[str]) -> tuple[dict, dict, dict, dict]:
+    """Mean ± std over seeds: ``(results, {baseline: results}, lift, by_activity)``."""
     results: dict[str, Any] = {}
+    baselines: dict[str, Any] = {b: {} for b in BASELINES}
+    lift: dict[str, Any] = {}
     by_activity: dict[str, Any] = {}
     for p in protocols:
         pr = [r for r in runs if r["protocol"] == p]
         results[p] = {}
         for v in VARIANTS[p]:
             results[p][v] = {name: _summary([r["variants"][v][name] for r in pr]) for name in METRICS}
+            for b in BASELINES:
+                if v in pr[0]["baselines"][b]:
+                    baselines[b].setdefault(p, {})[v] = {name: _summary([r["baselines"][b][v][name] for r in pr])
+                                                         for name in METRICS}
+            pop = baselines["popularity"][p][v]["ndcg"]["mean"]
+            lift.setdefault(p, {})[v] = {"model": _ratio(results[p][v]["ndcg"]["mean"], pop),
+                                         "popularity": _ratio(pop, pop)}
+            if v in baselines["text-knn"].get(p, {}):
+                lift[p][v]["text-knn"] = _ratio(baselines["text-knn"][p][v]["ndcg"]["mean"], pop)
             if p in BUCKETED:
                 rows = {}
                 for label, _, _ in BUCKETS:
@@ -427,26 +542,11 @@ def evaluate(store: str | Path, protocol: str = "all", seeds: Sequence[int] = (0
                         rows[label] = {name: _summary([None if h is None else h[name] for h in have])
                                        for name in ACCURACY + ("users",)}
                 by_activity.setdefault(p, {})[v] = rows
-    wall = time.perf_counter() - t_start
-    metrics = _nan_to_none({
-        "format": "kgcs-eval", "version": 1,
-        "config": {"store": str(store.resolve()), "store_version": kg.version, "protocols": protocols,
-                   "seeds": seeds, "k": k, "onboarding": onboarding, "onboarding_by": onboarding_by,
-                   "onboarding_by_resolved": by, "holdout": HOLDOUT, "model_config": cfg,
-                   "diversity_vectors": "item text vectors (encoders.node_features(kg).combined('item'))",
-                   "novelty_popularity": "(training count + 1) / (training rows + catalog size)",
-                   "std": "sample std over seeds (ddof=1); null with one seed"},
-        "command": {"argv": " ".join(shlex.quote(a) for a in sys.argv),
-                    "python": _call_repr(store, protocols, seeds, out, k, cfg, onboarding, onboarding_by)},
-        "data": {"users": kg.num_nodes("user"), "items": kg.num_nodes("item"), "interactions": inter.height},
-        "started": started.isoformat(timespec="seconds"),
-        "wall_seconds": wall,
-        "results": results,
-        "by_activity": by_activity,
-        "runs": runs,
-    })
-    _write(out, metrics)
-    return metrics
+    return results, baselines, lift, by_activity
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or not b > 0 else a / b
 
 
 def _call_repr(store, protocols, seeds, out, k, cfg, onboarding, onboarding_by) -> str:
@@ -470,6 +570,24 @@ def _fmt_users(s: Mapping[str, Any] | None) -> str:
     return f"{m:,.0f}" if s.get("std") in (None, 0.0) else f"{m:,.1f} ± {s['std']:.1f}"
 
 
+def _fmt_lift(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}×"
+
+
+def _method_rows(m: Mapping[str, Any]) -> list[tuple[str, str, str, dict, float | None]]:
+    """``(protocol, variant, method, summaries, lift)``: the model, then each baseline that ranked the variant."""
+    rows = []
+    for p, variants in m["results"].items():
+        for v, r in variants.items():
+            lift = m["lift"][p][v]
+            rows.append((p, v, "model", r, lift["model"]))
+            for b in BASELINES:
+                br = m["baselines"][b].get(p, {}).get(v)
+                if br is not None:
+                    rows.append((p, v, b, br, lift.get(b)))
+    return rows
+
+
 VARIANT_LABELS = {
     ("cold-item", "held-out"): "rank held-out items",
     ("cold-user", "zero-shot"): "zero-shot",
@@ -480,6 +598,13 @@ VARIANT_LABELS = {
 
 
 def _report_md(m: Mapping[str, Any]) -> str:
+    """``report.md``: the run, the results table, results by user activity, the runs, the definitions."""
+    L = _report_head(m) + _report_activity(m) + _report_runs(m) + _report_definitions(m)
+    return "\n".join(L)
+
+
+def _report_head(m: Mapping[str, Any]) -> list[str]:
+    """The run's settings and the results table (the model beside the baselines)."""
     c = m["config"]
     k = c["k"]
     seeds = c["seeds"]
@@ -495,84 +620,115 @@ def _report_md(m: Mapping[str, Any]) -> str:
          f"- command: `{m['command']['argv']}`",
          f"- Python: `{m['command']['python']}`", "",
          f"## Results (mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''})", "",
-         f"| protocol | variant | users | Recall@{k} | NDCG@{k} | HitRate@{k} | coverage | novelty (bits) "
-         "| diversity |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for p, variants in m["results"].items():
-        for v, r in variants.items():
-            L.append(f"| {p} | {VARIANT_LABELS.get((p, v), v)} | {_fmt_users(r['users'])} | {_fmt(r['recall'])} | "
-                     f"{_fmt(r['ndcg'])} | {_fmt(r['hit_rate'])} | {_fmt(r['coverage'])} | "
-                     f"{_fmt(r['novelty'], 2)} | {_fmt(r['diversity'])} |")
+         f"The model beside two baselines on the same splits; lift = NDCG@{k} / popularity's NDCG@{k}.", "",
+         f"| protocol | variant | method | users | Recall@{k} | NDCG@{k} | lift | HitRate@{k} | coverage "
+         "| novelty (bits) | diversity |",
+         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p, v, method, r, lift in _method_rows(m):
+        L.append(f"| {p} | {VARIANT_LABELS.get((p, v), v)} | {METHOD_LABELS[method]} | {_fmt_users(r['users'])} | "
+                 f"{_fmt(r['recall'])} | {_fmt(r['ndcg'])} | {_fmt_lift(lift)} | {_fmt(r['hit_rate'])} | "
+                 f"{_fmt(r['coverage'])} | {_fmt(r['novelty'], 2)} | {_fmt(r['diversity'])} |")
     if len(seeds) == 1:
         L += ["", "One seed: no spread to report; pass several seeds for mean ± std."]
-    if m["by_activity"]:
-        L += ["", "## By user activity", "",
-              "Interactions the model knows for the user when it scores: training interactions (warm), "
-              "none (cold-user zero-shot), the onboarding interactions (cold-user few-shot).", "",
-              f"| protocol | variant | interactions known | users | Recall@{k} | NDCG@{k} | HitRate@{k} |",
-              "|---|---|---|---:|---:|---:|---:|"]
-        for p, variants in m["by_activity"].items():
-            for v, rows in variants.items():
-                for b, r in rows.items():
-                    L.append(f"| {p} | {VARIANT_LABELS.get((p, v), v)} | {b} | {_fmt_users(r['users'])} | "
-                             f"{_fmt(r['recall'])} | {_fmt(r['ndcg'])} | {_fmt(r['hit_rate'])} |")
-    L += ["", "## Runs", "",
-          "| protocol | seed | train rows | test rows | held out | encoder epochs | fit s | eval s |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    return L
+
+
+def _report_activity(m: Mapping[str, Any]) -> list[str]:
+    """Accuracy by the interactions the model knows for a user (none when no protocol has buckets)."""
+    if not m["by_activity"]:
+        return []
+    k = m["config"]["k"]
+    L = ["", "## By user activity", "",
+         "Interactions the model knows for the user when it scores: training interactions (warm), "
+         "none (cold-user zero-shot), the onboarding interactions (cold-user few-shot).", "",
+         f"| protocol | variant | interactions known | users | Recall@{k} | NDCG@{k} | HitRate@{k} |",
+         "|---|---|---|---:|---:|---:|---:|"]
+    for p, variants in m["by_activity"].items():
+        for v, rows in variants.items():
+            for b, r in rows.items():
+                L.append(f"| {p} | {VARIANT_LABELS.get((p, v), v)} | {b} | {_fmt_users(r['users'])} | "
+                         f"{_fmt(r['recall'])} | {_fmt(r['ndcg'])} | {_fmt(r['hit_rate'])} |")
+    return L
+
+
+def _report_runs(m: Mapping[str, Any]) -> list[str]:
+    """One row per (protocol, seed): split sizes, epochs and seconds."""
+    L = ["", "## Runs", "",
+         "| protocol | seed | train rows | test rows | held out | encoder epochs | fit s | eval s | baselines s |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in m["runs"]:
         s = r["split"]
         held = s.get("held_out_items", s.get("held_out_users"))
         held = "—" if held is None else (f"{held:,} items" if "held_out_items" in s else f"{held:,} users")
         L.append(f"| {r['protocol']} | {r['seed']} | {s['train_rows']:,} | {s['test_rows']:,} | {held} | "
-                 f"{r['encoder_epochs']} | {r['fit_seconds']:.1f} | {r['eval_seconds']:.1f} |")
-    L += ["", "## Definitions", "",
-          f"- **cold-item**: {c['holdout']:.0%} of the items with interactions are held out with all their "
-          "interactions; each user with held-out interactions ranks only the held-out items (catalog = the "
-          "held-out items).",
-          f"- **cold-user**: {c['holdout']:.0%} of the users are held out. Zero-shot ranks all items from the "
-          "user's attributes, positives = all their interactions. Few-shot gives the model "
-          f"{c['onboarding']} interactions per user (`score(..., onboarding=...)`), ranks all items but "
-          "those, positives = the rest (users with more than that many interactions). "
-          "\"zero-shot, few-shot's positives\" = the same users, positives and exclusions without onboarding.",
-          "- **warm**: per-user random 80/20 split; each user ranks all items not in their training interactions.",
-          f"- Recall@{k} = hits / positives, NDCG@{k} with binary gains, HitRate@{k} = share of users with a hit; "
-          "ties broken by a seeded random item order (`kg.evaluation.rank_metrics`).",
-          "- **coverage**: share of the ranked catalog that appears in at least one top-k list.",
-          "- **novelty**: mean over users of the mean −log2 p(i) of their recommended items, p(i) = "
-          "(training interactions of i + 1) / (training interactions + catalog size). Cold items all have the "
-          "same, maximal, novelty.",
-          "- **diversity**: intra-list diversity, mean over users of the mean pairwise 1 − cos of their "
-          "recommended items' text vectors (`encoders.node_features(kg).combined(\"item\")`: the same vectors "
-          "whatever the model).",
-          "- std: sample std over seeds (ddof=1).", "",
-          "![metrics by protocol](metrics_by_protocol.png)", "",
-          "![metrics by activity](metrics_by_activity.png)", ""]
-    return "\n".join(L)
+                 f"{r['encoder_epochs']} | {r['fit_seconds']:.1f} | {r['eval_seconds']:.1f} | "
+                 f"{r['baseline_seconds']:.1f} |")
+    return L
+
+
+def _report_definitions(m: Mapping[str, Any]) -> list[str]:
+    """What the protocols, measures and baselines are, and the two plots."""
+    c, k = m["config"], m["config"]["k"]
+    return ["", "## Definitions", "",
+            f"- **cold-item**: {c['holdout']:.0%} of the items with interactions are held out with all their "
+            "interactions; each user with held-out interactions ranks only the held-out items (catalog = the "
+            "held-out items).",
+            f"- **cold-user**: {c['holdout']:.0%} of the users are held out. Zero-shot ranks all items from the "
+            "user's attributes, positives = all their interactions. Few-shot gives the model "
+            f"{c['onboarding']} interactions per user (`score(..., onboarding=...)`), ranks all items but "
+            "those, positives = the rest (users with more than that many interactions). "
+            "\"zero-shot, few-shot's positives\" = the same users, positives and exclusions without onboarding.",
+            "- **warm**: per-user random 80/20 split; each user ranks all items not in their training interactions.",
+            f"- Recall@{k} = hits / positives, NDCG@{k} with binary gains, HitRate@{k} = share of users with a hit; "
+            "ties broken by a seeded random item order (`kg.evaluation.rank_metrics`).",
+            "- **coverage**: share of the ranked catalog that appears in at least one top-k list.",
+            "- **novelty**: mean over users of the mean −log2 p(i) of their recommended items, p(i) = "
+            "(training interactions of i + 1) / (training interactions + catalog size). Cold items all have the "
+            "same, maximal, novelty.",
+            "- **diversity**: intra-list diversity, mean over users of the mean pairwise 1 − cos of their "
+            "recommended items' text vectors (`encoders.node_features(kg).combined(\"item\")`: the same vectors "
+            "whatever the model).",
+            "- **popularity** (baseline): every user gets the items by their number of training interactions "
+            "(on cold items all counts are 0: a seeded random order, i.e. chance).",
+            "- **text-kNN** (baseline): cosine of an item's text vector (the vectors of the diversity metric, from "
+            "the model's text encoder) to the mean of the user's training items' vectors (+ its onboarding items); "
+            "not run on zero-shot users, who have no items.",
+            f"- **lift**: NDCG@{k} of the method / NDCG@{k} of popularity on the same splits and users (ratio of the "
+            "means over seeds); above 1× the method beats popularity.",
+            "- std: sample std over seeds (ddof=1).", "",
+            "![metrics by protocol](metrics_by_protocol.png)", "",
+            "![metrics by activity](metrics_by_activity.png)", ""]
+
+
+def _mean_std(r: Mapping[str, Any], name: str) -> tuple[float, float]:
+    s = r.get(name) or {}
+    return (np.nan if s.get("mean") is None else s["mean"]), (0.0 if s.get("std") is None else s["std"])
 
 
 def _plots(m: Mapping[str, Any], folder: Path) -> None:
+    _plot_by_protocol(m, folder / "metrics_by_protocol.png")
+    _plot_by_activity(m, folder / "metrics_by_activity.png")
+
+
+def _plot_by_protocol(m: Mapping[str, Any], path: Path) -> None:
+    """Top: the model's metrics per (protocol, variant); bottom: Recall and NDCG beside the baselines."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     k = m["config"]["k"]
     rows = [(p, v, r) for p, vs in m["results"].items() for v, r in vs.items()]
     labels = [f"{p}\n{VARIANT_LABELS.get((p, v), v)}" for p, v, _ in rows]
-
-    def mean_std(r, name):
-        s = r.get(name) or {}
-        return (np.nan if s.get("mean") is None else s["mean"]), (0.0 if s.get("std") is None else s["std"])
-
     panels = [(f"accuracy @{k}", [("recall", f"Recall@{k}"), ("ndcg", f"NDCG@{k}"), ("hit_rate", f"HitRate@{k}")]),
               ("beyond accuracy", [("coverage", "coverage"), ("diversity", "diversity")]),
               ("novelty (bits)", [("novelty", "novelty")])]
-    fig = Figure(figsize=(max(10, 2.2 * len(rows) * 1.6), 4.8), layout="constrained")
+    fig = Figure(figsize=(max(10, 2.2 * len(rows) * 1.6), 9.6), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3, width_ratios=[3, 2, 1.2])
+    top, bottom = fig.subfigures(2, 1)
     x = np.arange(len(rows))
-    for ax, (title, names) in zip(axes, panels):
+    for ax, (title, names) in zip(top.subplots(1, 3, width_ratios=[3, 2, 1.2]), panels):
         w = 0.8 / len(names)
         for j, (name, lab) in enumerate(names):
-            ms = [mean_std(r, name) for _, _, r in rows]
+            ms = [_mean_std(r, name) for _, _, r in rows]
             ax.bar(x + (j - (len(names) - 1) / 2) * w, [a for a, _ in ms], w, yerr=[b for _, b in ms], capsize=3,
                    label=lab)
         ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
@@ -580,10 +736,30 @@ def _plots(m: Mapping[str, Any], folder: Path) -> None:
         if len(names) > 1:
             ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
+    methods = ("model",) + BASELINES
+    for ax, (name, title) in zip(bottom.subplots(1, 2), (("recall", f"Recall@{k}"), ("ndcg", f"NDCG@{k}"))):
+        w = 0.8 / len(methods)
+        for j, meth in enumerate(methods):
+            rs = [r if meth == "model" else m["baselines"][meth].get(p, {}).get(v) for p, v, r in rows]
+            ms = [_mean_std(r, name) if r is not None else (np.nan, 0.0) for r in rs]
+            bars = ax.bar(x + (j - (len(methods) - 1) / 2) * w, [a for a, _ in ms], w, yerr=[b for _, b in ms],
+                          capsize=3, label=METHOD_LABELS[meth])
+            if meth == "model" and name == "ndcg":  # the lift over popularity above the model's bars
+                ax.bar_label(bars, [_fmt_lift(m["lift"][p][v]["model"]) for p, v, _ in rows], fontsize=7, padding=2)
+        ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
+        ax.set_title(f"{title}: model vs baselines" + (" (label: lift over popularity)" if name == "ndcg" else ""))
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     n = len(m["config"]["seeds"])
     fig.suptitle(f"kg-coldstart evaluation — mean ± std over {n} seed{'s' if n > 1 else ''}")
-    fig.savefig(folder / "metrics_by_protocol.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
+
+def _plot_by_activity(m: Mapping[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    k = m["config"]["k"]
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
@@ -593,7 +769,7 @@ def _plots(m: Mapping[str, Any], folder: Path) -> None:
     for ax, (name, title) in zip(axes, (("recall", f"Recall@{k}"), ("ndcg", f"NDCG@{k}"))):
         w = 0.8 / max(1, len(series))
         for j, (p, v, rs) in enumerate(series):
-            ms = [mean_std(rs[b], name) if b in rs else (np.nan, 0.0) for b in blabels]
+            ms = [_mean_std(rs[b], name) if b in rs else (np.nan, 0.0) for b in blabels]
             ax.bar(x + (j - (len(series) - 1) / 2) * w, [a for a, _ in ms], w, yerr=[b for _, b in ms], capsize=3,
                    label=f"{p}: {VARIANT_LABELS.get((p, v), v)}")
         ax.set_xticks(x, blabels)
@@ -605,20 +781,18 @@ def _plots(m: Mapping[str, Any], folder: Path) -> None:
                     transform=ax.transAxes)
     if series:
         axes[0].legend(fontsize=8)
-    fig.savefig(folder / "metrics_by_activity.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
 
 def _write(out: Path, metrics: Mapping[str, Any]) -> None:
     """Write everything into a temporary sibling folder, then swap it in for ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(out)
     tmp.mkdir()
     try:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(_report_md(metrics), encoding="utf-8")
         _plots(metrics, tmp)
-        from .jobs import replace_dir
-
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

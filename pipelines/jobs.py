@@ -1,4 +1,5 @@
-"""Batch jobs: each is a Python function and a ``kgcs`` command."""
+"""Batch jobs: each is a Python function and a ``kgcs`` command. A recommend job runs on an engine
+(:mod:`pipelines.engines`) from the steps in :mod:`pipelines.steps`."""
 from __future__ import annotations
 
 import json
@@ -6,22 +7,19 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from kg import KnowledgeGraph
-from kg.errors import KGError
 from kg.schema import ingest_kwargs, load_schema
 
+from .engines import ENGINES
+from .steps import JobError, RecommendJob, check_known, load_model, open_store
 
-class JobError(KGError):
-    """A batch job cannot run with what it was given (the message says what to fix)."""
-
+__all__ = ["JobError", "DEMO_CONFIG", "find_samples", "ingest_samples", "read_config", "train", "recommend", "demo"]
 
 # a small, quick model for the bundled samples (the demo must finish in well under 2 minutes)
 DEMO_CONFIG: dict[str, Any] = dict(dim=32, layers=2, epochs=30, patience=4, batch_size=2048, resolver_epochs=10,
@@ -96,7 +94,7 @@ def train(store: str | os.PathLike, out: str | os.PathLike, config: Any = None, 
     opts = read_config(config)
     seed = int(opts.pop("seed", 0))
     opts.setdefault("progress", progress)
-    kg = _open_store(store)
+    kg = open_store(store)
     if kg.interactions().height == 0:
         raise JobError(f"store {store} has no interactions to train on")
     _check_writable(Path(out).parent)
@@ -111,12 +109,6 @@ def train(store: str | os.PathLike, out: str | os.PathLike, config: Any = None, 
 
 
 # ------------------------------------------------------------------------------------ recommend
-def _open_store(store: str | os.PathLike) -> KnowledgeGraph:
-    if not (Path(store) / "manifest.json").is_file():
-        raise JobError(f"{store} is not a graph store (no manifest.json); ingest data first")
-    return KnowledgeGraph.open(store)
-
-
 def _check_writable(folder: Path) -> None:
     folder = folder if str(folder) else Path(".")
     if not folder.exists():
@@ -131,27 +123,17 @@ def _check_writable(folder: Path) -> None:
         raise JobError(f"cannot write to {folder}: {e.strerror}") from None
 
 
-def load_model(model: str | os.PathLike, store: str | os.PathLike):
-    """Load a saved model against a store, turning mismatches into one clear :class:`JobError`."""
-    from coldstart import ColdStartRecommender
-
-    kg = _open_store(store)
-    try:
-        return ColdStartRecommender.load(model, kg)
-    except (FileNotFoundError, ValueError) as e:
-        raise JobError(f"model {model} cannot serve store {store}: {e}") from None
-
-
 def _ids_of(path: str | os.PathLike, col: str, what: str, **read: Any) -> list[Any]:
     """The distinct ids of column ``col`` of a file, in file order (clear errors for missing
     column, empty file, empty cells)."""
     from kg.errors import IngestError
-    from kg.ingest import ROW, read_table
+    from kg.ingest import ROW, read_table, require_columns
 
     table = read_table(path, **read)
     df = table.df
     if col not in df.columns:
         raise JobError(f"{path}: no {col!r} column (columns: {[c for c in df.columns if c != ROW]})")
+    require_columns(table, [col])  # one id per row, not a list
     ids = df.get_column(col)
     if ids.len() == 0:
         raise JobError(f"{path}: no rows: nothing to recommend for")
@@ -162,46 +144,21 @@ def _ids_of(path: str | os.PathLike, col: str, what: str, **read: Any) -> list[A
     return ids.unique(maintain_order=True).to_list()
 
 
-def _write_frame(df: pl.DataFrame, out: Path, csv: bool) -> Path:
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        if csv:
-            df.write_csv(tmp)
-        else:
-            df.write_parquet(tmp, statistics=False)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
-
-
-def replace_dir(new: Path, out: Path) -> None:
-    """Put folder ``new`` at ``out``; an existing ``out`` is kept until the swap has succeeded."""
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}" if out.exists() else None
-    if old is not None:
-        os.replace(out, old)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        (shutil.rmtree if old.is_dir() else os.unlink)(old)
-
-
-OUTPUT_COLUMNS = ["entity_type", "entity_id", "rank", "user_id", "item_id", "score"]
-
-
 def recommend(model: str | os.PathLike, store: str | os.PathLike, *, new_items: str | os.PathLike | None = None,
               new_users: str | os.PathLike | None = None, users: str | os.PathLike | None = None,
               onboarding: str | os.PathLike | None = None, k: int = 20, audience: int | None = None,
               out: str | os.PathLike = "recs.parquet", csv: bool | None = None, explain: bool = False,
               schema: str | os.PathLike | None = None, progress: bool = True, engine: str = "local",
-              address: str | None = None, workers: int | None = None, batch_size: int = 4096) -> pl.DataFrame:
+              address: str | None = None, workers: int | None = None, batch_size: int = 4096,
+              upsert: bool = False) -> pl.DataFrame:
     """Write recommendations for new items (their audience: the users to show them to), new
     users (ingested, then zero-shot, or few-shot from ``onboarding``) or existing users.
+
+    One unit: every input is checked before anything is ingested, and the new entities are
+    committed only together with the output (written to a temporary file first), so a job that
+    fails leaves the store and an earlier ``out`` as they were. Ids of new items/users already in
+    the store with other data are refused unless ``upsert`` (identical re-runs pass). ``k`` and
+    ``audience`` larger than the catalog / user count are clamped to it.
 
     One row per (entity, rank): ``entity_type, entity_id, rank, user_id, item_id, score`` and, with
     ``explain``, ``reason`` and ``path``. Parquet (or CSV when ``csv`` or ``out`` ends in .csv),
@@ -210,21 +167,43 @@ def recommend(model: str | os.PathLike, store: str | os.PathLike, *, new_items: 
     ``engine="ray"`` runs the text encoding and the scoring in Ray Data actors (``address``: a
     cluster, e.g. ``"auto"``; ``workers`` actors, default one per CPU) and writes ``out`` as a
     folder of Parquet/CSV parts holding the same rows as the local engine; see
-    :mod:`pipelines.distributed`.
+    :mod:`pipelines.engines.ray`.
     """
-    given = [(kind, x) for kind, x in (("new_items", new_items), ("new_users", new_users), ("users", users))
-             if x is not None]
+    job = _recommend_job({"new_items": new_items, "new_users": new_users, "users": users}, onboarding=onboarding,
+                         k=k, audience=audience, out=out, csv=csv, explain=explain, schema=schema, upsert=upsert,
+                         engine=engine)
+    m = load_model(model, store)
+    check_known(m.kg, job.kind, job.ids, job.path, job.onboarding, adding=job.kind != "users",
+                onboarding_file=onboarding)  # before any ingest
+    if engine == "ray":
+        from .engines import ray
+
+        return ray.run(m, job, address=address, workers=workers, batch_size=batch_size)
+    from .engines import local
+
+    return local.run(m, job)
+
+
+def _recommend_job(entities: Mapping[str, Any], *, onboarding: Any, k: Any, audience: Any, out: Any,
+                   csv: bool | None, explain: bool, schema: Any, upsert: bool, engine: str) -> RecommendJob:
+    """:func:`recommend`'s arguments checked (one clear :class:`JobError` each) and read into a job;
+    ``entities``: the file of each kind of entity (new_items, new_users, users), or None."""
+    given = [(kind, x) for kind, x in entities.items() if x is not None]
     if len(given) != 1:
         raise JobError("give exactly one of new_items, new_users or users (--new-items/--new-users/--users)")
     kind, path = given[0]
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise JobError(f"k must be a positive integer, got {k!r}")
-    if audience is not None and (not isinstance(audience, int) or audience < 1):
-        raise JobError(f"audience must be a positive integer, got {audience!r}")
-    if engine not in ("local", "ray"):
+    from coldstart.recommender import positive_int
+
+    try:
+        k, audience = positive_int(k, "k"), audience if audience is None else positive_int(audience, "audience")
+    except ValueError as e:
+        raise JobError(str(e)) from None
+    if engine not in ENGINES:
         raise JobError(f"engine must be 'local' or 'ray', got {engine!r}")
     out = Path(out)
     csv = out.suffix.lower() == ".csv" if csv is None else csv
+    if engine == "local" and out.is_dir():
+        raise JobError(f"--out {out} is a folder: give the output file's name (e.g. {out / 'recs.parquet'})")
     _check_writable(out.parent)
     for f in [path] + ([onboarding] if onboarding else []):
         if not Path(f).is_file():
@@ -234,79 +213,8 @@ def recommend(model: str | os.PathLike, store: str | os.PathLike, *, new_items: 
     kw = ingest_kwargs(sch, "items" if kind == "new_items" else "users") if sch and kind != "users" else {}
     ids = _ids_of(path, kw.get("id_col", f"{what}_id"), what)
     ob = _onboarding(onboarding) if onboarding else None
-    m = load_model(model, store)
-    if engine == "ray":
-        from .distributed import recommend_ray
-
-        return recommend_ray(m, model, store, kind=kind, path=path, ingest=kw, ids=ids, onboarding=ob, k=k,
-                             audience=audience, out=out, csv=csv, explain=explain, address=address,
-                             workers=workers, batch_size=batch_size)
-    if kind == "new_items":
-        m.add_items(path, **kw)
-    elif kind == "new_users":
-        m.add_users(path, **kw)
-    check_known(m.kg, kind, ids, path, ob)
-    df = recommend_rows(m, kind, ids, k=k, audience=audience, onboarding=ob, explain=explain)
-    _write_frame(df, out, csv)
-    return df
-
-
-def check_known(kg: KnowledgeGraph, kind: str, ids: Sequence[Any], path: Any,
-                onboarding: Mapping[str, list[Any]] | None = None) -> None:
-    """Every id of the job (and of its onboarding) is in the store, else one clear error."""
-    from kg.errors import UnknownNodeError
-
-    t = "item" if kind == "new_items" else "user"
-    checks = [(t, list(ids), str(path))]
-    if onboarding:
-        checks += [("user", list(onboarding), "the onboarding file"),
-                   ("item", sorted({i for v in onboarding.values() for i in v}, key=str), "the onboarding file")]
-    for node_type, xs, where in checks:
-        idmap = kg.id_map(node_type)
-        idx = idmap.lookup(idmap.coerce(pl.Series(xs))[0])
-        if idx.null_count():
-            bad = [xs[j] for j in np.flatnonzero(idx.is_null().to_numpy())[:5]]
-            raise UnknownNodeError(f"{where}: unknown {node_type} id(s) {bad} (not in store {kg.path})")
-
-
-def recommend_rows(m: Any, kind: str, ids: Sequence[Any], *, k: int, audience: int | None = None,
-                   onboarding: Mapping[str, list[Any]] | None = None, explain: bool = False) -> pl.DataFrame:
-    """The output rows for one batch of entity ids (the unit of work of both engines).
-
-    ``onboarding`` is keyed by ``str(user_id)`` and applied for this call only: a batch job does
-    not change the saved model.
-    """
-    if kind == "new_items":
-        n_aud = audience or k
-        u_ids = m.kg.ids("user")
-        scores = m.score(u_ids, list(ids))
-        order = np.argsort(-scores, axis=0, kind="stable")[:n_aud]
-        rows = [("item", str(item), r + 1, u_ids[ui], item, float(scores[ui, j]))
-                for j, item in enumerate(ids) for r, ui in enumerate(order[:, j])]
-        df = _rows_frame(rows)
-        ob_of: dict[Any, Any] = {}
-    else:
-        ob_of = {u: onboarding[str(u)] for u in ids if str(u) in onboarding} if onboarding else {}
-        recs = m.recommend(list(ids), k=k, onboarding=ob_of or None)
-        df = recs.select(pl.lit("user").alias("entity_type"), pl.col("user_id").cast(pl.Utf8).alias("entity_id"),
-                         pl.col("rank").cast(pl.Int32), "user_id", "item_id", pl.col("score").cast(pl.Float32))
-    if explain:
-        reasons, paths = [], []
-        for u, i in zip(df["user_id"].to_list(), df["item_id"].to_list()):
-            e = m.explain(u, i, max_paths=1, onboarding={u: ob_of[u]} if u in ob_of else None)
-            reasons.append(e.reason)
-            paths.append(json.dumps(e.paths[0]["path"]) if e.paths else "")
-        df = df.with_columns(pl.Series("reason", reasons, dtype=pl.Utf8), pl.Series("path", paths, dtype=pl.Utf8))
-    return df
-
-
-def _rows_frame(rows: list[tuple]) -> pl.DataFrame:
-    cols = list(zip(*rows)) if rows else [[] for _ in OUTPUT_COLUMNS]
-    return pl.DataFrame({"entity_type": pl.Series(cols[0], dtype=pl.Utf8),
-                         "entity_id": pl.Series(cols[1], dtype=pl.Utf8),
-                         "rank": pl.Series(cols[2], dtype=pl.Int32),
-                         "user_id": pl.Series(cols[3]), "item_id": pl.Series(cols[4]),
-                         "score": pl.Series(cols[5], dtype=pl.Float32)})
+    return RecommendJob(kind=kind, path=path, ids=ids, ingest=kw, onboarding=ob, k=k, audience=audience, out=out,
+                        csv=csv, explain=explain, upsert=upsert)
 
 
 def _onboarding(path: str | os.PathLike) -> dict[str, list[Any]]:

@@ -31,3 +31,16 @@ def assert_unchanged(kg: KnowledgeGraph, before: dict[str, Any]) -> None:
     after = snapshot(kg)
     assert after == before
     assert KnowledgeGraph.open(kg.path).verify() == []
+
+
+def tree_digest(*roots: str | Path) -> dict[str, str]:
+    """sha256 of every file under ``roots``, by path: what a failed command must leave byte-identical
+    (a file that appears or disappears shows too)."""
+    import hashlib
+
+    out = {}
+    for root in map(Path, roots):
+        for p in sorted([root] if root.is_file() else root.rglob("*")):
+            if p.is_file():
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out

@@ -49,9 +49,9 @@ def targets(kg: KnowledgeGraph, node: tuple[str, object], relation: str) -> set:
 # -- registry -----------------------------------------------------------------------------------
 def test_unknown_dataset_is_a_clear_error(tmp_path):
     root = shared_dataset("ml-100k")
-    assert set(IMPORTERS) == {"ml-100k", "ml-1m", "lastfm"}
+    assert set(IMPORTERS) == {"ml-100k", "ml-1m", "lastfm", "citeulike-t"}
     kg = KnowledgeGraph.create(tmp_path / "s")
-    with pytest.raises(UnknownDatasetError, match="unknown dataset 'ml-20m'.*lastfm, ml-100k, ml-1m"):
+    with pytest.raises(UnknownDatasetError, match="unknown dataset 'ml-20m'.*citeulike-t, lastfm, ml-100k, ml-1m"):
         import_dataset("ml-20m", root, kg)
     assert kg.version == 0
 

@@ -20,7 +20,8 @@ pytest.importorskip("matplotlib")
 from coldstart import ColdStartRecommender  # noqa: E402
 from kg import KnowledgeGraph  # noqa: E402
 from kg.evaluation import split_cold_items, split_cold_users, split_warm  # noqa: E402
-from pipelines.evaluate import _Ranker, evaluate  # noqa: E402
+from kg.evaluation import rank_metrics  # noqa: E402
+from pipelines.evaluate import PopularityBaseline, TextKNNBaseline, _Ranker, evaluate  # noqa: E402
 
 TINY = dict(dim=16, layers=2, epochs=4, patience=2, batch_size=1024, resolver_epochs=3, resolver_batch_size=1024,
             device="cpu")
@@ -166,7 +167,7 @@ def test_report_and_plots(evaluated):
     root, m, _ = evaluated
     md = (root / "report" / "report.md").read_text()
     k = m["config"]["k"]
-    assert f"| protocol | variant | users | Recall@{k} | NDCG@{k} | HitRate@{k} |" in md
+    assert f"| protocol | variant | method | users | Recall@{k} | NDCG@{k} | lift | HitRate@{k} |" in md
     for p, label, key in (("cold-item", "rank held-out items", "held-out"), ("cold-user", "zero-shot", "zero-shot"),
                           ("cold-user", "few-shot", "few-shot"), ("warm", "80/20 per user", "holdout")):
         r = m["results"][p][key]
@@ -250,3 +251,95 @@ def test_ranker_novelty_diversity_coverage(evaluated):
     assert res["coverage"] == pytest.approx(4 / 5) and res["distinct_recommended"] == 4
     assert res["novelty"] == pytest.approx(((1 + 3) / 2 + 3) / 2)  # −log2 of 1/2, 1/8 | 1/8, 1/8
     assert res["by_activity"]["1-5"]["recall"] == 1.0 and res["by_activity"]["21-100"]["recall"] == 0.0
+
+
+# ------------------------------------------------------------------ baselines and lift
+def test_baselines_ranked_beside_the_model(evaluated):
+    root, m, _ = evaluated
+    for p, variants in m["results"].items():
+        for v, r in variants.items():
+            pop = m["baselines"]["popularity"][p][v]
+            assert pop["users"]["mean"] == r["users"]["mean"]  # the same users as the model
+            assert m["lift"][p][v]["model"] == pytest.approx(r["ndcg"]["mean"] / pop["ndcg"]["mean"])
+            assert m["lift"][p][v]["popularity"] == 1.0
+    knn = m["baselines"]["text-knn"]
+    assert set(knn) == {"cold-item", "cold-user", "warm"}
+    assert set(knn["cold-user"]) == {"few-shot"}  # zero-shot users have no items to compare with
+    assert m["lift"]["warm"]["holdout"]["text-knn"] == pytest.approx(
+        knn["warm"]["holdout"]["ndcg"]["mean"] / m["baselines"]["popularity"]["warm"]["holdout"]["ndcg"]["mean"])
+    md = (root / "report" / "report.md").read_text()
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in md.splitlines() if line.startswith("| ")}
+    for p, label, key in (("cold-item", "rank held-out items", "held-out"), ("cold-user", "few-shot", "few-shot"),
+                          ("warm", "80/20 per user", "holdout")):
+        lift = m["lift"][p][key]
+        assert f"| {lift['model']:.2f}× |" in rows[(p, label, "kg-coldstart")]
+        assert "| 1.00× |" in rows[(p, label, "popularity")]
+        assert f"| {lift['text-knn']:.2f}× |" in rows[(p, label, "text-kNN")]
+        pop = m["baselines"]["popularity"][p][key]
+        assert f"| {pop['ndcg']['mean']:.4f} |" in rows[(p, label, "popularity")]
+    assert ("cold-user", "zero-shot", "popularity") in rows and ("cold-user", "zero-shot", "text-kNN") not in rows
+    assert "baselines s" in md and "**lift**" in md
+
+
+def test_popularity_row_is_a_direct_count(evaluated):
+    """The warm popularity row from scratch: training counts per item, seen items out, the same ranker."""
+    root, m, _ = evaluated
+    kg = KnowledgeGraph.open(root / "store")
+    train, test = split_warm(kg.interactions(), 0.2, seed=0)
+    items = kg.ids("item")
+    counts = dict(train.group_by("item_id").len().iter_rows())
+    score_row = np.array([counts.get(i, 0) for i in items], dtype=np.float64)
+    col = {i: j for j, i in enumerate(items)}
+    seen = {u: {col[i] for i in g["item_id"]} for (u,), g in train.group_by("user_id")}
+    users, truth, excl = [], [], []
+    for (u,), g in test.sort("user_id").group_by("user_id", maintain_order=True):
+        t = sorted({col[i] for i in g["item_id"]} - seen.get(u, set()))
+        if t:
+            users.append(u)
+            truth.append(np.array(t))
+            excl.append(np.array(sorted(seen.get(u, set()))))
+    # columns in store order, as the job ranks them: the seeded tie-break then permutes the same way
+    want = rank_metrics(np.tile(score_row, (len(users), 1)), truth, k=20, exclude=excl, seed=0)
+    got = m["baselines"]["popularity"]["warm"]["holdout"]
+    assert got["users"]["mean"] == want["users"] == len(users)
+    assert got["recall"]["mean"] == pytest.approx(want["recall"])
+    assert got["ndcg"]["mean"] == pytest.approx(want["ndcg"])
+    assert got["ndcg"]["mean"] > 0
+
+
+def test_baseline_scorers(evaluated):
+    root, _, _ = evaluated
+    kg = KnowledgeGraph.open(root / "store")
+    users, items = kg.ids("user")[:3], kg.ids("item")[:4]
+    pop = PopularityBaseline(kg, np.array([1, 1, 1, 3, 0], dtype=np.int64))
+    assert pop.score(users, items).tolist() == [[1.0, 3.0, 0.0, 1.0]] * 3
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(kg.num_nodes("item"), 5))
+    tu, ti = np.array([0, 0, 2]), np.array([1, 2, 3])  # user 0: items 1 and 2; user 1: none; user 2: item 3
+    knn = TextKNNBaseline(kg, vecs, tu, ti)
+    got = knn.score(users, items, onboarding={users[1]: [items[0]], users[2]: [items[0]]})
+
+    def cos(a, b):
+        return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+    u = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    for r, prof in enumerate((u[1] + u[2], u[0], u[3] + u[0])):  # the mean of unit vectors ∝ their sum
+        assert got[r] == pytest.approx([cos(prof, vecs[j]) for j in range(4)])
+    assert knn.score(users[1:2], items).tolist() == [[0.0] * 4]  # no items, no onboarding: no signal
+
+
+def test_plot_shows_baselines_and_lift(evaluated, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from pipelines.evaluate import _plots
+
+    _, m, _ = evaluated
+    bars, labels = [], []
+    bar, bar_label = Axes.bar, Axes.bar_label
+    monkeypatch.setattr(Axes, "bar", lambda self, *a, **kw: bars.append(kw.get("label")) or bar(self, *a, **kw))
+    monkeypatch.setattr(Axes, "bar_label", lambda self, c, lab=None, **kw: labels.append(list(lab))
+                        or bar_label(self, c, lab, **kw))
+    _plots(m, tmp_path)
+    assert bars.count("popularity") == 2 and bars.count("text-kNN") == 2  # Recall and NDCG panels
+    rows = [(p, v) for p, vs in m["results"].items() for v in vs]
+    assert labels == [[f"{m['lift'][p][v]['model']:.2f}×" for p, v in rows]]

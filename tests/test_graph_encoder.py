@@ -428,7 +428,7 @@ def ml100k(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ml100k_train_warm_and_inductive(ml100k, tmp_path):
-    from encoders.train import positives, ranking_metrics
+    from kg.evaluation import positives, ranking_metrics
     from kg.evaluation import split_cold_items, split_warm
 
     kg = ml100k

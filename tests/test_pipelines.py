@@ -175,7 +175,7 @@ def test_evaluate_through_cli(chain, tmp_path, capsys):
 def test_ray_engine_equals_local(work, tmp_path):
     """`--engine ray` on a real local Ray cluster writes the local engine's rows, row for row."""
     ray = pytest.importorskip("ray")
-    from pipelines.distributed import read_parts
+    from pipelines.engines.ray import read_parts
 
     tmp, store, model = work
     ray_store = tmp_path / "ray_store"

@@ -1,4 +1,4 @@
-"""Importers for public recommendation datasets: MovieLens-100K, MovieLens-1M and HetRec Last.FM.
+"""Importers for public recommendation datasets: MovieLens-100K, MovieLens-1M, HetRec Last.FM and CiteULike-t.
 
 Each importer reads the dataset's own files, prepares polars DataFrames and loads them through the
 public ingest API (``ingest_users``/``ingest_items``/``ingest_interactions``/``ingest_edges``/
@@ -33,6 +33,11 @@ What each importer builds (external ids stay as the data has them: MovieLens ids
     how many users gave the artist that tag (options ``min_tag_users``, ``max_tags_per_artist``);
     plus the KGCN KG from ``kg_root`` (default ``<root>/../lastfm-kg-kgcn``), whose artist entities
     are HetRec artistIDs.
+``citeulike-t`` (``users.dat``, ``mult.dat`` + ``vocabulary.dat``, ``citations.dat``, ``tags.dat`` + ``tag-item.dat``)
+    items = papers (int ids) with text ``title``: the paper's most frequent words (option
+    ``top_words``; the dataset has no raw titles); ``item –has_tag→ tag`` (tag node id = tag string;
+    option ``min_tag_items``); ``item –cites→ item`` once per citation; ``user –interacted→ item``
+    with weight 1 and no times; users have no attributes.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from typing import Any, Callable
 
 from ..errors import KGError
 from ..graph import KnowledgeGraph
+from .citeulike import import_citeulike
 from .lastfm import import_lastfm
 from .ml1m import import_ml1m
 from .ml100k import import_ml100k
@@ -51,6 +57,7 @@ IMPORTERS: dict[str, Importer] = {
     "ml-100k": import_ml100k,
     "ml-1m": import_ml1m,
     "lastfm": import_lastfm,
+    "citeulike-t": import_citeulike,
 }
 
 
@@ -71,4 +78,5 @@ def import_dataset(name: str, root: str | os.PathLike, kg: KnowledgeGraph, **opt
     return importer(root, kg, **options)
 
 
-__all__ = ["IMPORTERS", "import_dataset", "import_ml100k", "import_ml1m", "import_lastfm", "UnknownDatasetError"]
+__all__ = ["IMPORTERS", "import_dataset", "import_ml100k", "import_ml1m", "import_lastfm", "import_citeulike",
+           "UnknownDatasetError"]

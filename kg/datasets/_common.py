@@ -118,7 +118,7 @@ def ensure_str_type(kg: Any, node_type: str) -> None:
     numbers: without this, a first batch that happens to be all digits would fix the type as ``int``
     and a later dataset's ``urn:...`` entity would be rejected.
     """
-    kg._ensure_type(node_type, STR)
+    kg.stager.ensure_type(node_type, STR)
 
 
 class Steps:

@@ -2,8 +2,9 @@
 
 Stages (the driver is the store's only writer; actors only read it):
 
-1. **ingest** (driver): the new items/users are linked into the graph store in one transaction,
-   exactly as the local engine does.
+1. **ingest** (driver): the new items/users are staged in the store's transaction, exactly as
+   the local engine does; the transaction stays open (the driver holds the write lock) until the
+   output is written, so the job commits its new entities together with its output or not at all.
 2. **encode** (Ray Data actors): the node texts that the store's embedding cache does not hold yet
    (with the model's templates and text model) go through ``map_batches`` over text-encoder actors,
    each loading the language model once (one GPU each when the cluster has GPUs); the driver
@@ -12,12 +13,14 @@ Stages (the driver is the store's only writer; actors only read it):
    encoding), as the local engine does; the model, now covering them, is saved as a temporary
    serving snapshot inside the store folder, so no actor repeats that pass.
 4. **score** (Ray Data actors): the job's entity ids, as a Ray Dataset, go through ``map_batches``
-   over scoring actors that each load the snapshot once and run
-   :func:`pipelines.jobs.recommend_rows` per batch, which is the local engine's unit of work, so
+   over scoring actors that each load the snapshot once, read the store as the driver's staged
+   manifest shows it (:meth:`kg.KnowledgeGraph.from_manifest`), and run
+   :func:`pipelines.steps.recommend_rows` per batch, which is the local engine's unit of work, so
    the output is the same row for row.
 5. **write**: the driver writes the actors' batches, in order, as Parquet (or CSV) parts
    ``part-00000...`` into a temporary folder
-   next to ``out`` that then replaces ``out``; a failed run leaves an earlier ``out`` untouched.
+   next to ``out``; the driver commits the ingest and then that folder replaces ``out``. A failed
+   run leaves the store and an earlier ``out`` untouched.
 
 On a cluster the model folder and the store must be on storage every node can read (NFS, a
 mounted bucket); ``address="auto"`` joins the cluster ``ray start`` made.
@@ -28,12 +31,15 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from ..steps import (JobError, RecommendJob, recommend_rows, replace_dir, stage_entities, staged_job,
+                     temp_sibling, write_frame)
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +48,6 @@ def _ray(address: str | None):
     try:
         import ray
     except ImportError:
-        from .jobs import JobError
-
         raise JobError("the Ray engine needs Ray: pip install 'kg-coldstart[distributed]'") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
@@ -77,18 +81,18 @@ class TextEncodeActor:
 class ScoreActor:
     """Ray Data callable: a batch of entity ids → the job's output rows for them."""
 
-    def __init__(self, model: str, store: str, kind: str, k: int, audience: int | None,
+    def __init__(self, model: str, store: str, manifest: dict[str, Any], kind: str, k: int, audience: int | None,
                  onboarding: Mapping[str, list[Any]] | None, explain: bool):
-        from .jobs import load_model
+        from coldstart import ColdStartRecommender
+        from kg import KnowledgeGraph
 
-        self.m = load_model(model, store)
-        self.m._sync()  # a no-op for the driver's snapshot; embeds new nodes when given the trained model
+        # the driver's staged (not yet committed) version: the job's new entities are in it
+        self.m = ColdStartRecommender.load(model, KnowledgeGraph.from_manifest(store, manifest))
+        self.m.refresh()  # a no-op for the driver's snapshot; embeds new nodes when given the trained model
         self.args = dict(k=k, audience=audience, onboarding=onboarding, explain=explain)
         self.kind = kind
 
     def __call__(self, batch):
-        from .jobs import recommend_rows
-
         ids = batch.column("id").to_pylist()
         return recommend_rows(self.m, self.kind, ids, **self.args).to_arrow()
 
@@ -133,45 +137,42 @@ def encode_missing(m: Any, ray, workers: int | None = None, batch_size: int = 20
     return int(len(rows))
 
 
-def recommend_ray(m: Any, model: str | os.PathLike, store: str | os.PathLike, *, kind: str, path: Any,
-                  ingest: Mapping[str, Any], ids: Sequence[Any], onboarding: Mapping[str, list[Any]] | None,
-                  k: int, audience: int | None, out: Path, csv: bool, explain: bool, address: str | None = None,
-                  workers: int | None = None, batch_size: int = 4096) -> pl.DataFrame:
-    """:func:`pipelines.jobs.recommend` on Ray (see the module docstring). Returns the rows written."""
-    from .jobs import check_known, replace_dir
-
+def run(m: Any, job: RecommendJob, *, address: str | None = None, workers: int | None = None,
+        batch_size: int = 4096) -> pl.DataFrame:
+    """:func:`pipelines.jobs.recommend` on Ray (see the module docstring): ``address`` a cluster (e.g.
+    ``"auto"``), ``workers`` actors (default one per GPU, else per CPU), ``batch_size`` ids per
+    scoring batch; ``job.out`` becomes a folder of parts. Returns the rows written."""
     ray = _ray(address)
-    if kind == "new_items":
-        m.kg.ingest_items(path, **ingest)
-    elif kind == "new_users":
-        m.kg.ingest_users(path, **ingest)
-    m.kg.refresh()
-    check_known(m.kg, kind, ids, path, onboarding)
-    encode_missing(m, ray, workers)
-    # The driver embeds the new nodes once and hands the actors a snapshot that already holds them:
-    # otherwise every actor repeats the same forward pass over the whole graph at start-up.
-    m._sync()
-    snapshot = Path(store) / f".serving-{uuid.uuid4().hex[:8]}"
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    store = m.kg.path
+    snapshot = store / f".serving-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(job.out)
     try:
-        m.save(snapshot)
-        _score_and_write(ray, snapshot, store, kind=kind, ids=ids, onboarding=onboarding, k=k, audience=audience,
-                         explain=explain, workers=workers, batch_size=batch_size, tmp=tmp, csv=csv)
-        replace_dir(tmp, out)
+        with staged_job(m.kg, job.kind):
+            stage_entities(m.kg, job)
+            encode_missing(m, ray, workers)
+            # The driver embeds the new nodes once and hands the actors a snapshot that already holds
+            # them: otherwise every actor repeats the same forward pass over the whole graph at start-up.
+            m.refresh()
+            m.save(snapshot)
+            _score_and_write(ray, snapshot, store, m.kg.manifest, job, workers=workers, batch_size=batch_size,
+                             tmp=tmp)
+        replace_dir(tmp, job.out)  # the new entities are committed: now the output they go with
     finally:
         for d in (tmp, snapshot):
             if d.exists():
                 shutil.rmtree(d, ignore_errors=True)
-    df = read_parts(out)
+    df = read_parts(job.out)
     # Whatever order the parts were written in, return the local engine's order.
-    pos = pl.DataFrame({"entity_id": [str(x) for x in ids], "_pos": np.arange(len(ids))})
+    pos = pl.DataFrame({"entity_id": [str(x) for x in job.ids], "_pos": np.arange(len(job.ids))})
     return df.join(pos, on="entity_id", how="left").sort("_pos", "rank").drop("_pos")
 
 
-def _score_and_write(ray, model: Path, store: str | os.PathLike, *, kind: str, ids: Sequence[Any],
-                     onboarding: Mapping[str, list[Any]] | None, k: int, audience: int | None, explain: bool,
-                     workers: int | None, batch_size: int, tmp: Path, csv: bool) -> None:
+def _score_and_write(ray, model: Path, store: str | os.PathLike, manifest: dict[str, Any], job: RecommendJob, *,
+                     workers: int | None, batch_size: int, tmp: Path) -> None:
+    """Score ``job.ids`` in :class:`ScoreActor` batches and write them, in order, as parts into ``tmp``."""
     import pyarrow as pa
+
+    ids = job.ids
 
     n, opts = _actor_options(ray, workers)
     n_blocks = max(1, min(len(ids), n * 4, -(-len(ids) // 256)))
@@ -180,17 +181,13 @@ def _score_and_write(ray, model: Path, store: str | os.PathLike, *, kind: str, i
     # without starving a repartition or write task (which deadlocks a small cluster).
     blocks = [pa.table({"id": pa.array(list(chunk))}) for chunk in np.array_split(np.asarray(ids, dtype=object), n_blocks)]
     ds = ray.data.from_arrow(blocks)
-    ds = ds.map_batches(ScoreActor, fn_constructor_kwargs=dict(model=str(model), store=str(store), kind=kind, k=k,
-                                                               audience=audience, onboarding=onboarding,
-                                                               explain=explain),
+    ds = ds.map_batches(ScoreActor, fn_constructor_kwargs=dict(model=str(model), store=str(store), manifest=manifest,
+                                                               kind=job.kind, k=job.k, audience=job.audience,
+                                                               onboarding=job.onboarding, explain=job.explain),
                         batch_size=batch_size, batch_format="pyarrow", concurrency=min(n, n_blocks), **opts)
     tmp.mkdir()
     for j, batch in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
-        part = pl.from_arrow(batch)
-        if csv:
-            part.write_csv(tmp / f"part-{j:05d}.csv")
-        else:
-            part.write_parquet(tmp / f"part-{j:05d}.parquet", statistics=False)
+        write_frame(pl.from_arrow(batch), tmp / f"part-{j:05d}.{'csv' if job.csv else 'parquet'}", job.csv)
     log.debug("Ray scoring stage:\n%s", ds.stats())
 
 

@@ -1,0 +1,60 @@
+"""ColdStartRecommender.refresh: the public way to embed nodes that reached the store elsewhere
+(another process, or an ingest straight into the graph, as the Ray engine's driver does)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE_ITEMS, SAMPLES, build_sample_kg
+
+torch = pytest.importorskip("torch")
+
+from coldstart import ColdStartRecommender  # noqa: E402
+from coldstart.recommender import ingest_new  # noqa: E402
+from kg import KnowledgeGraph  # noqa: E402
+
+TINY = dict(dim=16, layers=2, epochs=4, patience=2, batch_size=1024, resolver_epochs=3, resolver_batch_size=1024,
+            progress=False, device="cpu")
+NEW_ITEMS = [f"n{i:04d}" for i in range(1, 21)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refresh")
+    m = ColdStartRecommender(seed=0, **TINY).fit(build_sample_kg(root / "store"))
+    m.save(root / "model")
+    return root / "store", root / "model"
+
+
+@pytest.fixture
+def store_and_model(trained, tmp_path):
+    store, model_dir = trained
+    shutil.copytree(store, tmp_path / "store")
+    return tmp_path / "store", model_dir
+
+
+def test_refresh_embeds_nodes_another_process_ingested(store_and_model):
+    store, model_dir = store_and_model
+    m = ColdStartRecommender.load(model_dir, KnowledgeGraph.open(store))
+    assert m.refresh() == 0  # nothing new yet
+    other = KnowledgeGraph.open(store)  # another writer of the same store
+    other.ingest_items(SAMPLES / "new_items.csv", **SAMPLE_ITEMS)
+    assert m.refresh() == 20  # the new items (they link to authors/genres already in the store)
+    assert m.refresh() == 0
+    # the same vectors a freshly loaded model computes for them on first use
+    fresh = ColdStartRecommender.load(model_dir, KnowledgeGraph.open(store))
+    np.testing.assert_allclose(m.score([1, 2, 3], NEW_ITEMS), fresh.score([1, 2, 3], NEW_ITEMS), rtol=1e-5, atol=1e-6)
+
+
+def test_refresh_after_ingest_new_matches_add_items(store_and_model, tmp_path):
+    """ingest_new + refresh (the Ray driver's steps) is add_items, split where the text encoding goes."""
+    store, model_dir = store_and_model
+    shutil.copytree(store, tmp_path / "store2")
+    a = ColdStartRecommender.load(model_dir, KnowledgeGraph.open(store))
+    a.add_items(SAMPLES / "new_items.csv", **SAMPLE_ITEMS)
+    b = ColdStartRecommender.load(model_dir, KnowledgeGraph.open(tmp_path / "store2"))
+    ingest_new(b.kg, "item", SAMPLES / "new_items.csv", **SAMPLE_ITEMS)
+    assert b.refresh() == 20
+    np.testing.assert_allclose(a.score([1, 2], NEW_ITEMS), b.score([1, 2], NEW_ITEMS), rtol=1e-5, atol=1e-6)
