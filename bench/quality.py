@@ -1,32 +1,40 @@
-"""Recommendation quality of the project model against baselines, several seeds, one process.
+"""Recommendation quality and fit time of kg-coldstart against its strongest peers, several seeds.
 
-    python bench/quality.py                                     # ML-100K and ML-1M, seeds 0 1 2
-    python bench/quality.py --datasets ml-100k --seeds 0 1 2
-    python bench/quality.py --datasets ml-1m --seeds 0 1 --methods popularity text-kNN LightFM LightGCN
-    bash bench/install_lightfm.sh                               # LightFM 1.17 (benchmark-only dependency)
+    python bench/quality.py                                      # ML-100K, ML-1M, CiteULike-t; seeds 0 1 2
+    python bench/quality.py --datasets ml-100k --seeds 0 1 2 --jobs 2   # one seed per core, 1 thread each
+    python bench/quality.py --datasets citeulike-t --methods popularity lightfm kg-coldstart
+    python bench/quality.py --mode importers                     # the project trained from kg.datasets stores
+    bash bench/install_lightfm.sh                                # LightFM (benchmark-only dependency)
+
+Modes. ``public-api`` (default): ``kg-coldstart`` is driven only through polars frames and the
+README's public methods (``KnowledgeGraph.ingest_*`` of what has training interactions,
+``ColdStartRecommender.fit``, then ``add_items`` / ``add_users`` with their links, ``score``); what
+each dataset passes is in ``bench/public_api.py``. ``importers``: it trains on the store built by
+``kg.datasets`` (every entity present from the start, the importers' text fields). The peers
+(``bench/peers.py``, ``bench/baselines.py``) always read that store, with their own inputs.
 
 Protocols (``kg.evaluation`` splitters, seed = the run's seed; Recall@20 / NDCG@20 from
-``kg.evaluation.rank_metrics``, ties broken by a seeded random item order, never by id):
+``kg.evaluation.rank_metrics``, ties broken by a seeded random item order):
 
-* ``cold-items``: 20% of the items held out with all their interactions; models train without
-  them; each user with held-out interactions ranks only the held-out items.
-* ``cold-users``: 20% of the users held out with all their interactions. ``zero-shot``: attributes
-  only, every item ranked. ``few-shot``: 3 of the user's interactions given as onboarding (the 3
-  earliest when the data has timestamps, as ML-100K; 3 seeded random ones otherwise, as ML-1M),
-  every item but those 3 ranked, the rest are the positives. ``zero-shot@few-shot``: the zero-shot
-  model on exactly the few-shot users, exclusions and positives (like for like).
-* ``warm``: per-user random 80/20 of the interactions; every item the user has not seen in
-  training is ranked.
+* ``cold-items``: 20 % of the items held out with all their interactions; each user with held-out
+  interactions ranks only the held-out items.
+* ``cold-users``: 20 % of the users held out. ``cold-users-zero-shot``: attributes only, every item
+  ranked. ``cold-users-few-shot``: 3 of the user's interactions given as onboarding (the 3 earliest
+  when the data has times, as ML-100K; 3 seeded random ones otherwise), every other item ranked.
+  ``cold-users-zero-shot@few-shot``: zero-shot scores on exactly the few-shot task (like for like).
+* ``warm``: per-user random 80/20; every item the user has not seen in training is ranked.
 
-"Every item" is every item with at least one interaction in the dataset. Hyper-parameters
-(LightFM epochs and fold-in strength, LightGCN early stopping) are chosen on a validation split
-carved out of the training rows with the same protocol; the test split is only scored once.
-Methods: see ``bench/baselines.py``; ``project`` is ``coldstart.ColdStartRecommender`` (skipped
-with a note when it cannot be imported).
+"Every item" is every item with at least one interaction. CiteULike-t users have no attributes, so
+a zero-shot user can only be ranked by popularity: its zero-shot rows are not produced (few-shot,
+from 3 random papers, and warm are). Every peer chooses its hyper-parameters on a validation split
+carved from the training rows; the test split is scored once. ``fit_s`` is the wall time of the
+method's ``fit`` in this process (for ``kg-coldstart`` in public-API mode: building its store plus
+``fit``); the MiniLM item text the peers share is encoded once per dataset, before any fit, and
+reported as ``item_text_s``.
 
-Writes ``--out`` (JSON, merged per dataset with what the file already holds; a run of only some
-``--protocols`` keeps the other protocols' rows of that dataset, labelled with their command) and
-the markdown table next to it (``quality.md``, regenerated from the whole JSON).
+Writes ``--out`` (JSON; a dataset's entry is replaced by the new run, except rows of methods and
+protocols this run did not measure, which are kept with the command that measured them) and the
+markdown next to it (``.md``, regenerated from the whole JSON).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,15 +53,14 @@ for p in (REPO, REPO / "bench"):
         sys.path.insert(0, str(p))
 
 DEFAULT_DATA = Path(os.environ.get("KGCS_DATA", REPO.parent / "shared" / "data"))
-DATASETS = ["ml-100k", "ml-1m"]
+DATASETS = ["ml-100k", "ml-1m", "citeulike-t"]
 PROTOCOLS = ["cold-items", "cold-users", "warm"]
-METHODS = ["popularity", "text-kNN", "LightFM", "LightGCN", "project"]
-SETTING_ORDER = ["cold-items", "zero-shot", "few-shot", "zero-shot@few-shot", "warm"]
-SETTING_PROTOCOL = {"cold-items": "cold-items", "zero-shot": "cold-users", "few-shot": "cold-users",
-                    "zero-shot@few-shot": "cold-users", "warm": "warm"}
-SETTING_LABEL = {"cold-items": "cold items", "zero-shot": "cold users, zero-shot",
-                 "few-shot": "cold users, few-shot (3)", "zero-shot@few-shot": "cold users, zero-shot on few-shot positives",
-                 "warm": "warm"}
+METHODS = ["popularity", "text-knn", "lightfm", "lightgcn", "aldi", "reference", "kg-coldstart"]
+PROJECT = "kg-coldstart"
+ROW_PROTOCOL = {"cold-items": "cold-items", "zero-shot": "cold-users-zero-shot", "few-shot": "cold-users-few-shot",
+                "zero-shot@few-shot": "cold-users-zero-shot@few-shot", "warm": "warm"}
+# no user attributes: a zero-shot user is the popularity list for every method
+SKIP_SETTINGS = {"citeulike-t": {"zero-shot", "zero-shot@few-shot"}}
 
 
 def log(msg: str) -> None:
@@ -65,257 +73,391 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     m = sum(xs) / len(xs)
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")
-    return m, sd  # std is nan (printed as nothing) with one seed
+    return m, sd  # std is nan (null in the JSON, printed as nothing) with one seed
 
 
-def summarise(ds: dict) -> None:
-    """Add mean/std per setting × method and the project/best-baseline NDCG ratio per setting."""
-    for setting, by_method in ds["results"].items():
-        for name, r in by_method.items():
-            for metric in ("recall", "ndcg"):
-                m, sd = mean_std([run[metric] for run in r["runs"]])
-                r[f"{metric}@20_mean"], r[f"{metric}@20_std"] = m, sd
-        base = {n: r["ndcg@20_mean"] for n, r in by_method.items() if n != "project" and not math.isnan(r["ndcg@20_mean"])}
-        if "project" in by_method and base:
-            best = max(base, key=base.get)
-            proj = by_method["project"]
-            ratios = []  # per seed: project / best baseline of that seed
-            for run in proj["runs"]:
-                per = [rr["ndcg"] for n, r in by_method.items() if n != "project" for rr in r["runs"]
-                       if rr["seed"] == run["seed"]]
-                if per and max(per) > 0:
-                    ratios.append(run["ndcg"] / max(per))
-            rm, rs = mean_std(ratios)
-            ds.setdefault("ratio", {})[setting] = {
-                "best_baseline": best, "best_baseline_ndcg@20": base[best], "project_ndcg@20": proj["ndcg@20_mean"],
-                "ratio_of_means": proj["ndcg@20_mean"] / base[best] if base[best] > 0 else float("nan"),
-                "per_seed_ratio_mean": rm, "per_seed_ratio_std": rs}
+def finite(x: float | None) -> float | None:
+    """``x``, or ``None`` for NaN (the JSON stays standard)."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def fmt(m: float, sd: float) -> str:
-    if math.isnan(m):
-        return "n/a"
-    return f"{m:.4f}" if math.isnan(sd) else f"{m:.4f} ± {sd:.4f}"
+# ============================================================================== methods
+def method_factories(names: list[str], mode: str, dataset: str, data_dir: Path, workdir: Path
+                     ) -> tuple[dict, list[str]]:
+    """``{name: () -> Method}`` for the requested methods that can run, and a note per skipped one."""
+    import baselines
 
-
-def markdown(all_results: dict) -> str:
-    lines = ["# Recommendation quality: project vs baselines", "",
-             "Mean ± sample std over seeds; Recall@20 / NDCG@20 from `kg.evaluation.rank_metrics` (ties broken by a "
-             "seeded random item order). Protocols and methods: see `bench/quality.py` and `bench/baselines.py`. "
-             "n/a: the method does not apply (text-kNN has no zero-shot users; LightGCN is warm only).", ""]
-    for dataset, ds in all_results.items():
-        mi = ds["machine"]
-        lines += [f"## {dataset}", "",
-                  f"- command: `{ds['command']}`",
-                  f"- seeds: {ds['seeds']}; wall time {ds['wall_seconds'] / 60:.1f} min",
-                  f"- machine: {mi.get('cpu_count')} CPUs ({mi.get('usable_cpus')} usable), torch {mi.get('torch')} "
-                  f"({mi.get('torch_threads')} threads), torch_geometric {mi.get('torch_geometric')}, "
-                  f"lightfm {mi.get('lightfm')}, device {mi.get('device')}, {mi.get('platform')}"]
-        if ds.get("notes"):
-            lines += [f"- note: {n}" for n in ds["notes"]]
-        by_cmd: dict = {}
-        for setting, cmd in ds.get("earlier", {}).items():
-            by_cmd.setdefault(cmd, []).append(SETTING_LABEL[setting])
-        lines += [f"- rows {', '.join(v)}: from an earlier run, `{c}` (its model version may differ)" for c, v in by_cmd.items()]
-        methods = [m for m in METHODS if any(m in ds["results"].get(s, {}) for s in SETTING_ORDER)]
-        lines += ["", "| protocol | users | " + " | ".join(methods) + " |",
-                  "|---|---|" + "---|" * len(methods)]
-        for metric, label in (("recall", "Recall@20"), ("ndcg", "NDCG@20")):
-            for s in SETTING_ORDER:
-                if s not in ds["results"]:
-                    continue
-                r = ds["results"][s]
-                users = next((run["users"] for x in r.values() for run in x["runs"]), "")
-                cells = [fmt(r[m][f"{metric}@20_mean"], r[m][f"{metric}@20_std"]) if m in r else "n/a" for m in methods]
-                lines.append(f"| {SETTING_LABEL[s]} — {label} | {users} | " + " | ".join(cells) + " |")
-        if ds.get("ratio"):
-            lines += ["", "Project NDCG@20 / best baseline NDCG@20 (same run):", "",
-                      "| protocol | best baseline | its NDCG@20 | project NDCG@20 | ratio of means | per-seed ratio |",
-                      "|---|---|---|---|---|---|"]
-            for s in SETTING_ORDER:
-                if s in ds["ratio"]:
-                    q = ds["ratio"][s]
-                    lines.append(f"| {SETTING_LABEL[s]} | {q['best_baseline']} | {q['best_baseline_ndcg@20']:.4f} | "
-                                 f"{q['project_ndcg@20']:.4f} | {q['ratio_of_means']:.3f} | "
-                                 f"{fmt(q['per_seed_ratio_mean'], q['per_seed_ratio_std'])} |")
-        lines += ["", "Wall time per method (fit + scoring, all seeds and protocols):", "",
-                  "| method | seconds | hyper-parameters chosen on validation (per protocol, seed) |", "|---|---|---|"]
-        for m, sec in ds["method_seconds"].items():
-            hp = []
-            for proto, runs in ds.get("method_info", {}).get(m, {}).items():
-                for seed, info in runs.items():
-                    short = {k: v for k, v in info.items() if k in ("epochs", "fold_in_lambda", "best_epoch",
-                                                                      "batch_size")}
-                    if short:
-                        hp.append(f"{proto}/{seed}: " + ", ".join(f"{k}={v}" for k, v in short.items()))
-            lines.append(f"| {m} | {sec:.0f} | {'; '.join(hp)} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def machine_info(device) -> dict:
-    from train import machine_info as base
-
-    info = base(device)
+    notes: list[str] = []
     try:
-        import lightfm
+        from peers import PEERS
+    except Exception as e:  # noqa: BLE001 - any failure means "the peers are not there yet"
+        PEERS = {"popularity": baselines.Popularity, "text-knn": baselines.TextKNN}
+        notes.append(f"bench/peers.py not importable ({type(e).__name__}: {e}); untuned popularity/text-knn only")
+    out: dict = {}
+    for name in names:
+        if name == PROJECT:
+            factory, why = project_factory(mode, dataset, data_dir, workdir)
+        elif name in PEERS:
+            factory, why = PEERS[name], None
+        else:
+            factory, why = None, "not in bench/peers.py's PEERS" if name in METHODS else "unknown method"
+        if factory is None:
+            notes.append(f"{name} skipped: {why}")
+            log("NOTE: " + notes[-1])
+        else:
+            out[name] = factory
+    if "lightfm" in out:
+        try:
+            import lightfm  # noqa: F401
+        except ImportError:
+            del out["lightfm"]
+            notes.append("lightfm skipped: LightFM is not installed (bash bench/install_lightfm.sh)")
+            log("NOTE: " + notes[-1])
+    return out, notes
 
-        info["lightfm"] = lightfm.__version__
-    except ImportError:
-        info["lightfm"] = None
-    return info
+
+def project_factory(mode: str, dataset: str, data_dir: Path, workdir: Path):
+    """``(factory, None)`` or ``(None, why)`` for kg-coldstart in ``mode``."""
+    import baselines
+
+    cls, why = baselines.load_project()
+    if cls is None:
+        return None, f"`from coldstart import ColdStartRecommender` failed ({why})"
+    if mode == "importers":
+        return partial(baselines.ProjectMethod, cls), None
+    from public_api import ProjectPublicAPI, catalog
+
+    cat = catalog(dataset, data_dir / dataset)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return partial(ProjectPublicAPI, cat, workdir), None
 
 
-def make_method(name: str, project_cls):
-    from baselines import BASELINES, ProjectMethod
-
-    return ProjectMethod(project_cls) if name == "project" else BASELINES[name]()
-
-
-def run_dataset(dataset: str, args, project_cls, notes: list[str], command: str) -> dict:
+# ============================================================================== one dataset
+def make_context(dataset: str, args):
+    """The importer-built store the peers read, as a ``baselines.Context``, and its interactions."""
     import polars as pl
 
-    from baselines import SETTINGS, Context, cold_items_task, cold_users_tasks, evaluate, warm_task
+    from baselines import Context
     from encoders import resolve_device
-    from kg.evaluation import split_cold_items, split_cold_users, split_warm
     from train import open_store
 
-    t0 = time.perf_counter()
-    device = resolve_device(args.device)
-    store = args.store_root / dataset
-    kg = open_store(dataset, args.data_dir, store)
+    kg = open_store(dataset, args.data_dir, args.store_root / dataset)
     inter = kg.interactions()
     if "time" not in inter.columns:
         inter = inter.with_columns(pl.lit(None, dtype=pl.Int64).alias("time"))
     items = inter.get_column("item_id").unique().sort().to_list()
     onboarding_by = "time" if inter.get_column("time").null_count() == 0 else "random"
-    log(f"[{dataset}] {kg!r}: {inter.height:,} interactions, {inter.get_column('user_id').n_unique():,} users, "
+    log(f"[{dataset}] {inter.height:,} interactions, {inter.get_column('user_id').n_unique():,} users, "
         f"{len(items):,} items; onboarding = {'3 earliest' if onboarding_by == 'time' else '3 random (seeded)'}")
-    ctx = Context(kg, dataset, items, onboarding_by, device=device, log=log, progress=args.progress)
-    out = {"command": command, "machine": machine_info(device), "seeds": args.seeds, "protocols": args.protocols,
-           "methods": args.methods, "store": str(store), "onboarding": onboarding_by, "notes": list(notes),
-           "results": {}, "method_seconds": {}, "method_info": {}}
-    methods = [m for m in args.methods if m != "project" or project_cls is not None]
+    ctx = Context(kg, dataset, items, onboarding_by, device=resolve_device(args.device), log=log,
+                  progress=args.progress)
+    return ctx, inter.select("user_id", "item_id", "weight", "time")
 
+
+def split(ctx, inter, protocol: str, seed: int) -> tuple:
+    """``(train rows, {setting: Task})`` of one protocol and seed."""
+    from baselines import cold_items_task, cold_users_tasks, warm_task
+    from kg.evaluation import split_cold_items, split_cold_users, split_warm
+
+    if protocol == "cold-items":
+        train, test, cold = split_cold_items(inter, 0.2, seed)
+        tasks = {"cold-items": cold_items_task(test, cold)}
+    elif protocol == "cold-users":
+        train, test, _ = split_cold_users(inter, 0.2, seed)
+        tasks = cold_users_tasks(test, ctx.items, ctx.onboarding_by, seed)
+    else:
+        train, test = split_warm(inter, 0.2, seed)
+        tasks = {"warm": warm_task(train, test, ctx.items)}
+    skip = SKIP_SETTINGS.get(ctx.dataset, set())
+    return train, {k: t for k, t in tasks.items() if k not in skip}
+
+
+def run_method(name: str, factory, ctx, train, tasks: dict, protocol: str, seed: int) -> list[dict]:
+    """Fit one method on one split and score every task it supports: one run record per task."""
+    from baselines import evaluate
+
+    method = factory()
+    todo = [s for s in tasks if method.supports(s)]
+    if not todo:
+        return []
+    t = time.perf_counter()
+    method.fit(ctx, train, protocol, seed)
+    fit_s = time.perf_counter() - t
+    runs = []
+    for setting in todo:
+        t = time.perf_counter()
+        m = evaluate(method.score, tasks[setting], seed=seed)
+        runs.append({"method": name, "protocol": ROW_PROTOCOL[setting], "seed": seed, "ndcg@20": m["ndcg"],
+                     "recall@20": m["recall"], "hit_rate@20": m["hit_rate"], "users": m["users"],
+                     "fit_s": round(fit_s, 2), "score_s": round(time.perf_counter() - t, 2)})
+        log(f"  {name:12s} {runs[-1]['protocol']:30s} NDCG@20 {m['ndcg']:.4f} Recall@20 {m['recall']:.4f} "
+            f"(users {m['users']}, fit {fit_s:.1f}s, score {runs[-1]['score_s']:.1f}s)")
+    info = {**(getattr(method, "info", None) or {}), **({"chosen": method.chosen} if getattr(method, "chosen", None)
+                                                         else {})}
+    runs[0]["info"] = json.loads(json.dumps(info, default=str))  # once per fit, after scoring (add_s)
+    if hasattr(method, "close"):
+        method.close()
+    return runs
+
+
+def run_dataset(dataset: str, args, command: str) -> dict:
+    import torch
+
+    from train import machine_info
+
+    t0 = time.perf_counter()
+    ctx, inter = make_context(dataset, args)
+    factories, notes = method_factories(args.methods, args.mode, dataset, args.data_dir,
+                                        args.store_root / "public-api")
+    entry = {"mode": args.mode, "seeds": args.seeds, "rows": [], "command": command,
+             "machine": machine_info(ctx.device), "torch_threads": torch.get_num_threads(),
+             "protocols": args.protocols, "methods": list(factories), "notes": notes, "runs": []}
+    if SKIP_SETTINGS.get(dataset) and "cold-users" in args.protocols:
+        notes.append(f"no {', '.join(sorted(SKIP_SETTINGS[dataset]))} rows: users have no attributes, so a "
+                     "zero-shot user gets the popularity list from every method")
+    if any(n in factories for n in ("text-knn", "aldi", "reference")):
+        t = time.perf_counter()
+        ctx.item_text()
+        entry["item_text_s"] = round(time.perf_counter() - t, 2)
     for protocol in args.protocols:
         for seed in args.seeds:
-            if protocol == "cold-items":
-                train, test, cold = split_cold_items(inter, 0.2, seed)
-                tasks = {"cold-items": cold_items_task(test, cold)}
-            elif protocol == "cold-users":
-                train, test, _ = split_cold_users(inter, 0.2, seed)
-                tasks = cold_users_tasks(test, items, onboarding_by, seed)
-            else:
-                train, test = split_warm(inter, 0.2, seed)
-                tasks = {"warm": warm_task(train, test, items)}
-            train = train.select("user_id", "item_id", "weight", "time")
+            train, tasks = split(ctx, inter, protocol, seed)
             log(f"[{dataset}] {protocol} seed {seed}: {train.height:,} train rows; "
                 + ", ".join(f"{k} {len(t.users):,} users × {len(t.items):,} items" for k, t in tasks.items()))
-            for name in methods:
-                method = make_method(name, project_cls)
-                todo = [s for s in SETTINGS[protocol] if method.supports(s)]
-                if not todo:
-                    continue
-                t = time.perf_counter()
+            for name, factory in factories.items():
                 try:
-                    method.fit(ctx, train, protocol, seed)
+                    entry["runs"] += run_method(name, factory, ctx, train, tasks, protocol, seed)
                 except Exception as e:  # noqa: BLE001 - one failing method must not lose the others
-                    if name != "project":
-                        raise
-                    msg = f"project fit failed on {dataset}/{protocol}/seed {seed}: {type(e).__name__}: {e}"
+                    msg = f"{name} failed on {protocol}/seed {seed}: {type(e).__name__}: {e}"
                     log("  " + msg)
-                    out["notes"].append(msg)
-                    continue
-                fit_s = time.perf_counter() - t
-                for setting in todo:
-                    te = time.perf_counter()
-                    m = evaluate(method.score, tasks[setting], seed=seed)
-                    ev_s = time.perf_counter() - te
-                    out["results"].setdefault(setting, {}).setdefault(name, {"runs": []})["runs"].append(
-                        {"seed": seed, **m, "fit_seconds": round(fit_s, 2), "score_seconds": round(ev_s, 2)})
-                    out["method_seconds"][name] = out["method_seconds"].get(name, 0.0) + ev_s
-                    log(f"  {name:10s} {setting:18s} Recall@20 {m['recall']:.4f} NDCG@20 {m['ndcg']:.4f} "
-                        f"(users {m['users']}, fit {fit_s:.1f}s, score {ev_s:.1f}s)")
-                out["method_seconds"][name] = out["method_seconds"].get(name, 0.0) + fit_s
-                if method.info:
-                    out["method_info"].setdefault(name, {}).setdefault(protocol, {})[str(seed)] = method.info
-                del method
-            out["wall_seconds"] = time.perf_counter() - t0
-            save(args, dataset, out)  # partial results survive an interrupted run
-    out["wall_seconds"] = time.perf_counter() - t0
-    out["method_seconds"] = {k: round(v, 1) for k, v in out["method_seconds"].items()}
+                    entry["notes"].append(msg)
+            entry["wall_s"] = round(time.perf_counter() - t0, 1)
+            save(args.out, dataset, dict(entry))  # partial results survive an interrupted run
+    entry["wall_s"] = round(time.perf_counter() - t0, 1)
+    return entry
+
+
+# ============================================================================== summaries
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per (method, protocol): mean and std over seeds of NDCG@20, Recall@20 and fit time."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["protocol"]), []).append(r)
+    rows = []
+    for (method, protocol), rs in groups.items():
+        row = {"method": method, "protocol": protocol, "seeds": sorted(r["seed"] for r in rs)}
+        for key in ("ndcg@20", "recall@20", "fit_s", "score_s"):
+            m, sd = mean_std([r[key] for r in rs])
+            row[key], row[f"{key}_std"] = finite(m), finite(sd)
+        row["users"] = rs[0]["users"]
+        if any("from_command" in r for r in rs):
+            row["from_command"] = rs[0].get("from_command")
+        rows.append(row)
+    order = {p: i for i, p in enumerate(ROW_PROTOCOL.values())}
+    methods = {m: i for i, m in enumerate(METHODS)}
+    return sorted(rows, key=lambda r: (order.get(r["protocol"], 99), methods.get(r["method"], 99), r["method"]))
+
+
+def ratios(runs: list[dict]) -> dict[str, dict]:
+    """Per protocol: kg-coldstart's NDCG@20 over the best peer's (best by mean; per seed, that seed's best)."""
+    rows = summarise(runs)
+    out = {}
+    for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        peers = {r["method"]: r["ndcg@20"] for r in rows if r["protocol"] == protocol and r["method"] != PROJECT
+                 and r["ndcg@20"] is not None}
+        proj = next((r for r in rows if r["protocol"] == protocol and r["method"] == PROJECT), None)
+        if proj is None or proj["ndcg@20"] is None or not peers:
+            continue
+        best = max(peers, key=peers.get)
+        per_seed = []
+        for r in (r for r in runs if r["protocol"] == protocol and r["method"] == PROJECT):
+            same = [x["ndcg@20"] for x in runs if x["protocol"] == protocol and x["method"] != PROJECT
+                    and x["seed"] == r["seed"]]
+            if same and max(same) > 0:
+                per_seed.append(r["ndcg@20"] / max(same))
+        m, sd = mean_std(per_seed)
+        out[protocol] = {"best_peer": best, "best_peer_ndcg@20": peers[best], PROJECT: proj["ndcg@20"],
+                         "ratio": proj["ndcg@20"] / peers[best] if peers[best] > 0 else None,
+                         "per_seed_ratio": finite(m), "per_seed_ratio_std": finite(sd)}
     return out
 
 
-def carry_other_protocols(old: dict | None, out: dict) -> None:
-    """A run of only some ``--protocols`` keeps the dataset's rows of the other protocols from the
-    file, each labelled with the command that measured it (``out["earlier"]``)."""
-    if not old:
+def carry_earlier(old: dict | None, entry: dict) -> None:
+    """Keep the old entry's runs of (method, protocol) pairs this run did not measure (same mode)."""
+    if not old or old.get("mode") != entry["mode"]:
         return
-    for setting, r in old.get("results", {}).items():
-        if SETTING_PROTOCOL.get(setting) in out["protocols"] or setting in out["results"]:
-            continue
-        out["results"][setting] = r
-        out.setdefault("earlier", {})[setting] = old.get("earlier", {}).get(setting, old["command"])
+    done = {(r["method"], r["protocol"]) for r in entry["runs"]}
+    for r in old.get("runs", []):
+        if (r["method"], r["protocol"]) not in done:
+            entry["runs"].append({**r, "from_command": r.get("from_command", old.get("command"))})
 
 
-def save(args, dataset: str, out: dict) -> dict:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+def save(out: Path, dataset: str, entry: dict) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        prev = json.loads(args.out.read_text()) if args.out.exists() else {}
+        prev = json.loads(out.read_text()) if out.exists() else {}
     except ValueError:
         prev = {}
-    carry_other_protocols(prev.get(dataset), out)
-    summarise(out)
-    prev[dataset] = out
-    prev = {k: prev[k] for k in sorted(prev, key=lambda d: (d not in DATASETS, DATASETS.index(d) if d in DATASETS else 0))}
-    args.out.write_text(json.dumps(prev, indent=2, default=float))
-    md = markdown(prev)
-    args.out.with_suffix(".md").write_text(md)
+    entry["runs"] = list(entry["runs"])
+    carry_earlier(prev.get(dataset), entry)
+    entry["rows"], entry["ratio"] = summarise(entry["runs"]), ratios(entry["runs"])
+    prev[dataset] = entry
+    prev = {k: prev[k] for k in sorted(prev, key=lambda d: DATASETS.index(d) if d in DATASETS else 99)}
+    out.write_text(json.dumps(prev, indent=2, default=float))
+    out.with_suffix(".md").write_text(markdown(prev))
     return prev
 
 
-def main(argv: list[str] | None = None) -> int:
+# ============================================================================== markdown
+def fmt(m: float, sd: float, digits: int = 4) -> str:
+    if finite(m) is None:
+        return "n/a"
+    return f"{m:.{digits}f}" if finite(sd) is None else f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def dataset_markdown(dataset: str, e: dict) -> list[str]:
+    mi = e["machine"]
+    lines = [f"## {dataset} ({e['mode']})", "", f"- command: `{e['command']}`",
+             f"- seeds: {e['seeds']}; wall time {e.get('wall_s', 0) / 60:.1f} min"
+             + (f"; MiniLM item text for the peers {e['item_text_s']:.0f} s (once, not in their fit times)"
+                if "item_text_s" in e else ""),
+             f"- machine: {mi.get('cpu_count')} CPUs ({mi.get('usable_cpus')} usable), torch {mi.get('torch')} "
+             f"({e.get('torch_threads')} threads), device {mi.get('device')}, {mi.get('platform')}"]
+    lines += [f"- note: {n}" for n in e.get("notes", [])]
+    earlier = sorted({(r["method"], r["protocol"], r["from_command"]) for r in e["rows"] if r.get("from_command")})
+    lines += [f"- {m} / {p}: from an earlier run, `{c}`" for m, p, c in earlier]
+    lines += ["", "| protocol | method | NDCG@20 | Recall@20 | fit s | users |", "|---|---|---|---|---|---|"]
+    for r in e["rows"]:
+        name = f"**{r['method']}**" if r["method"] == PROJECT else r["method"]
+        lines.append(f"| {r['protocol']} | {name} | {fmt(r['ndcg@20'], r['ndcg@20_std'])} | "
+                     f"{fmt(r['recall@20'], r['recall@20_std'])} | {fmt(r['fit_s'], r['fit_s_std'], 1)} | "
+                     f"{r['users']} |")
+    if e.get("ratio"):
+        lines += ["", f"{PROJECT} NDCG@20 / best peer NDCG@20 (same run):", "",
+                  f"| protocol | {PROJECT} | best peer | its NDCG@20 | ratio of means | per-seed ratio |",
+                  "|---|---|---|---|---|---|"]
+        for p, q in e["ratio"].items():
+            lines.append(f"| {p} | {q[PROJECT]:.4f} | {q['best_peer']} | {q['best_peer_ndcg@20']:.4f} | "
+                         f"{fmt(q['ratio'], None, 3)} | {fmt(q['per_seed_ratio'], q['per_seed_ratio_std'], 3)} |")
+    return lines + [""]
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Recommendation quality: kg-coldstart vs its peers", "",
+             "Mean ± sample std over seeds; Recall@20 / NDCG@20 from `kg.evaluation.rank_metrics` (ties broken by "
+             "a seeded random item order); fit s = wall seconds of the method's `fit` in the same run. Protocols, "
+             "modes and methods: see `bench/quality.py`, `bench/public_api.py` and `bench/peers.py`.", ""]
+    for dataset, e in results.items():
+        if "rows" not in e:  # an entry written by the earlier version of this script
+            lines += [f"## {dataset}", "", "(results in the earlier format; re-run `bench/quality.py` for this "
+                      "dataset)", ""]
+            continue
+        lines += dataset_markdown(dataset, e)
+    return "\n".join(lines)
+
+
+# ============================================================================== seeds in parallel
+def run_parallel(args, argv: list[str]) -> list[dict]:
+    """One child process per seed, each pinned to a free core with one thread (``--jobs``); returns
+    their JSON. The importer stores and the peers' text cache are built first, here, so the children
+    only read them."""
+    import subprocess
+    import tempfile
+
+    for dataset in args.datasets:
+        ctx, _ = make_context(dataset, args)
+        if any(m in args.methods for m in ("text-knn", "aldi", "reference")):
+            ctx.item_text()
+    cores = sorted(os.sched_getaffinity(0))
+    tmp = Path(tempfile.mkdtemp(prefix="kgcs-quality-"))
+    base = strip_options(argv, ("--jobs", "--seeds", "--out", "--datasets"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running: dict[int, tuple] = {}  # core -> (seed, out file, process)
+    pending, done = list(args.seeds), {}
+    while pending or running:
+        for core in [c for c in cores if c not in running][:max(0, args.jobs - len(running))]:
+            if not pending:
+                break
+            seed = pending.pop(0)
+            out = tmp / f"seed{seed}.json"
+            cmd = ["taskset", "-c", str(core), sys.executable, __file__, *base, "--datasets", *args.datasets,
+                   "--seeds", str(seed), "--out", str(out), "--jobs", "1"]
+            log(f"seed {seed} on core {core}: {' '.join(cmd)}")
+            running[core] = (seed, out, subprocess.Popen(cmd, env=env))
+        time.sleep(2)
+        for core, (seed, out, proc) in list(running.items()):
+            if proc.poll() is not None:
+                del running[core]
+                if proc.returncode != 0:
+                    log(f"seed {seed}: exit code {proc.returncode}")
+                done[seed] = json.loads(out.read_text()) if out.exists() else {}
+    return [done[s] for s in args.seeds]
+
+
+def strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values."""
+    out, skip = [], False
+    for a in argv:
+        if a.startswith("--"):
+            skip = a.split("=", 1)[0] in names
+        if not skip:
+            out.append(a)
+    return out
+
+
+def merge_parallel(args, command: str, per_seed: list[dict]) -> dict:
+    """The per-seed files' entries as one entry per dataset (runs concatenated)."""
+    merged: dict = {}
+    for dataset in args.datasets:
+        parts = [r[dataset] for r in per_seed if dataset in r]
+        if not parts:
+            continue
+        entry = {**parts[0], "seeds": args.seeds, "command": command, "runs": [], "notes": [],
+                 "wall_s": max(p.get("wall_s", 0) for p in parts), "jobs": args.jobs}
+        for p in parts:
+            entry["runs"] += p["runs"]
+            entry["notes"] += [n for n in p.get("notes", []) if n not in entry["notes"]]
+        merged = save(args.out, dataset, entry)
+    return merged
+
+
+# ============================================================================== main
+def parse_args(argv: list[str] | None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("public-api", "importers"), default="public-api")
     p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=METHODS, help=f"any of {', '.join(METHODS)}")
     p.add_argument("--protocols", nargs="+", default=PROTOCOLS, choices=PROTOCOLS)
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel, one process per core, 1 thread each")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--store-root", type=Path, default=Path("/tmp/kgcs-bench"),
-                   help="stores are built (once) under <store-root>/<dataset>")
+                   help="importer stores are built (once) under <store-root>/<dataset>")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", action="store_true", help="tqdm bars for LightGCN epochs")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality.json")
-    args = p.parse_args(argv)
-    command = " ".join(["python", *sys.argv]) if argv is None else " ".join(["python bench/quality.py", *argv])
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(raw)
+    command = " ".join(["python bench/quality.py", *raw])
     log(f"command: {command}")
-
-    notes = []
-    project_cls = None
-    if "project" in args.methods:
-        project_cls, why = __import__("baselines").load_project()
-        if project_cls is None:
-            notes.append(f"project not run: `from coldstart import ColdStartRecommender` failed ({why})")
-            log("NOTE: " + notes[-1] + "; running the baselines only")
-    if "LightFM" in args.methods:
-        try:
-            import lightfm  # noqa: F401
-        except ImportError:
-            notes.append("LightFM not installed (run bench/install_lightfm.sh); skipped")
-            log("NOTE: " + notes[-1])
-            args.methods = [m for m in args.methods if m != "LightFM"]
-
-    merged: dict = {}
-    for dataset in args.datasets:
-        if not (args.data_dir / dataset).exists():
-            log(f"SKIP {dataset}: {args.data_dir / dataset} not found")
-            continue
-        out = run_dataset(dataset, args, project_cls, notes, command)
-        merged = save(args, dataset, out)
-        log(f"[{dataset}] done in {out['wall_seconds'] / 60:.1f} min; method seconds {out['method_seconds']}")
+    datasets = [d for d in args.datasets if (args.data_dir / d).exists()]
+    for d in set(args.datasets) - set(datasets):
+        log(f"SKIP {d}: {args.data_dir / d} not found")
+    args.datasets = datasets
+    if args.jobs > 1 and len(args.seeds) > 1:
+        merged = merge_parallel(args, command, run_parallel(args, raw))
+    else:
+        merged = {}
+        for dataset in datasets:
+            entry = run_dataset(dataset, args, command)
+            merged = save(args.out, dataset, entry)
+            log(f"[{dataset}] done in {entry['wall_s'] / 60:.1f} min")
     if merged:
-        print(markdown({d: merged[d] for d in args.datasets if d in merged}))
+        print(markdown({d: merged[d] for d in datasets if d in merged}))
         log(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

@@ -220,18 +220,22 @@ def ingest_new(kg: KnowledgeGraph, node_type: str, data: Any, *, upsert: bool = 
 
 
 def _changed_nodes(before: KnowledgeGraph, after: KnowledgeGraph, node_type: str, n: int) -> np.ndarray:
-    """Indices ``< n`` of ``node_type`` nodes whose fields or outgoing relations differ between
-    two versions of a graph (the interaction relation aside: an entity ingest never writes it)."""
+    """Indices ``< n`` of ``node_type`` nodes whose stored data an ingest would overwrite: a field or
+    outgoing link removed or changed, or anything added to a node that already had fields. A bare
+    node (made by a link or triple naming it before its row arrived) only gains data: not changed.
+    The interaction relation is left aside: an entity ingest never writes it."""
     pairs = [(before.field_frame(node_type), after.field_frame(node_type), ["idx", "field", "value"])]
     for key in after.relations:
         if key[0] == node_type and key != after.interaction_relation():
             old = before.edge_frame(key) if key in before.relations else after.edge_frame(key).clear()
             pairs.append((old, after.edge_frame(key), ["src", "dst"]))
+    had_fields = before.field_frame(node_type).get_column("idx").cast(pl.Int64).unique()
     changed = []
     for old, new, cols in pairs:
         old, new = (f.select(cols).filter(pl.col(cols[0]) < n) for f in (old, new))
-        for a, b in ((old, new), (new, old)):
-            changed.append(a.join(b, on=cols, how="anti").get_column(cols[0]).cast(pl.Int64).to_numpy())
+        changed.append(old.join(new, on=cols, how="anti").get_column(cols[0]).cast(pl.Int64).to_numpy())
+        added = new.join(old, on=cols, how="anti").get_column(cols[0]).cast(pl.Int64)
+        changed.append(added.filter(added.is_in(had_fields.implode())).to_numpy())
     return np.unique(np.concatenate(changed))
 
 
@@ -914,13 +918,15 @@ class ColdStartRecommender:
     def refresh(self) -> int:
         """Embed the nodes that reached the store since the model last looked: ingested by another
         process, or into ``self.kg`` directly (e.g. with :func:`ingest_new`), with one forward pass
-        from their features (no training). Every scoring method does this first; call it to do it
-        now, e.g. before saving a serving snapshot. Returns how many nodes were embedded."""
+        from their features (no training); nodes without training interactions are re-embedded when
+        links about them arrive later (a new item's triples ingested after ``add_items``). Every
+        scoring method does this first; call it to do it now, e.g. before saving a serving snapshot.
+        Returns how many new nodes were embedded."""
         kg = self.kg
         kg.refresh()
         known = self.encoder.schema.node_types  # other types are not embedded (not in training)
         grown = [t for t in known if t in kg.node_types and kg.num_nodes(t) > len(self._views_all["zg"].get(t, ()))]
-        if not grown:
+        if not grown and kg.version == self._store_version:
             return 0
         if set(kg.node_types) - set(self.encoder.schema.node_types) or \
                 {tuple(r) for r in kg.relations} - set(self.encoder.schema.relations):
@@ -931,20 +937,44 @@ class ColdStartRecommender:
         start, added = {}, 0
         for t in zg:
             old = len(self._views_all["zg"].get(t, ()))
-            new_n = len(zg[t])
-            if new_n > old:
-                added += new_n - old
-                for k in ("zg", "zc") if t in SIDES else ("zg",):
-                    prev = self._views_all[k].get(t)
-                    tail = zg[t][old:]
-                    self._views_all[k][t] = tail if prev is None else np.vstack([prev, tail])
+            if t in SIDES and old:
+                changed = self._reembed_cold(t, zg[t][:old])
+                if changed is not None:
+                    start[t] = changed
+            if len(zg[t]) > old:
+                added += len(zg[t]) - old
+                self._append_rows(t, zg[t][old:])
                 if t in SIDES:
-                    self._cnt[t] = np.concatenate([self._cnt[t], np.zeros(new_n - old, dtype=np.float32)])
-                    start[t] = old
+                    start[t] = min(start.get(t, old), old)
         self._store_version = kg.version
         if start:
             self._finalize(list(start), start)
         return added
+
+    def _reembed_cold(self, t: str, z: np.ndarray) -> int | None:
+        """Replace the vectors of ``t`` nodes added after training by ``z``'s: they come from their
+        neighbourhood alone, which links ingested after them (e.g. a new item's triples) change.
+        Returns the first changed row (None: none changed). Nodes the model was trained with keep
+        their vectors, so arrivals never move existing entities' scores."""
+        n_fit = int(self._module.offset[t].shape[0])
+        cold = n_fit + np.flatnonzero(self._cnt[t][n_fit: len(z)] == 0)
+        cold = cold[np.any(self._views_all["zg"][t][cold] != z[cold], axis=1)]
+        if not len(cold):
+            return None
+        for k in ("zg", "zc"):
+            v = self._views_all[k][t]
+            v = v if v.flags.writeable else v.copy()  # loaded tensors may be read-only
+            v[cold] = z[cold]
+            self._views_all[k][t] = v
+        return int(cold[0])
+
+    def _append_rows(self, t: str, tail: np.ndarray) -> None:
+        """Serving vectors of nodes new to the model (no interactions: both views are the same)."""
+        for k in ("zg", "zc") if t in SIDES else ("zg",):
+            prev = self._views_all[k].get(t)
+            self._views_all[k][t] = tail if prev is None else np.vstack([prev, tail])
+        if t in SIDES:
+            self._cnt[t] = np.concatenate([self._cnt[t], np.zeros(len(tail), dtype=np.float32)])
 
     def add_items(self, data: Any, *, upsert: bool = False, **kwargs: Any):
         """Ingest new catalog rows (same arguments as :meth:`KnowledgeGraph.ingest_items`), link
