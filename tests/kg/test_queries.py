@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from conftest import SAMPLES
+from kghelpers import SAMPLES
 
 from kg import KGError, KnowledgeGraph, QueryError, UnknownNodeError
 
@@ -11,7 +11,7 @@ from kg import KGError, KnowledgeGraph, QueryError, UnknownNodeError
 @pytest.fixture(scope="module")
 def kg(tmp_path_factory):
     """The sample store, built once for this module (the tests here only read)."""
-    from conftest import build_sample_kg
+    from kghelpers import build_sample_kg
 
     return build_sample_kg(tmp_path_factory.mktemp("q") / "store")
 

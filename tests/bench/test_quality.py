@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "bench")]
+sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "bench")]
 
 import public_api  # noqa: E402
 import quality  # noqa: E402

@@ -7,7 +7,7 @@ import re
 
 import polars as pl
 import pytest
-from conftest import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, build_sample_kg
+from kghelpers import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, build_sample_kg
 from kghelpers import assert_unchanged, part_files, snapshot
 
 from kg import IngestError, KnowledgeGraph

@@ -9,35 +9,23 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, build_sample_kg
+from kghelpers import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, build_sample_kg
+from kghelpers import TINY_MODEL as TINY
 
 torch = pytest.importorskip("torch")
 
 from coldstart import ColdStartRecommender  # noqa: E402
 from kg import KnowledgeGraph, UnknownNodeError  # noqa: E402
 
-TINY = dict(dim=16, layers=2, epochs=6, patience=3, batch_size=1024, resolver_epochs=4, resolver_batch_size=1024,
-            progress=False, device="cpu")
 NEW_ITEMS = [f"n{i:04d}" for i in range(1, 21)]
 NEW_USERS = list(range(1001, 1016))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(store dir, model dir) of a model trained on the samples (no new items/users yet)."""
-    root = tmp_path_factory.mktemp("rec")
-    kg = build_sample_kg(root / "store")
-    m = ColdStartRecommender(seed=0, **TINY).fit(kg)
-    m.save(root / "model")
-    return root / "store", root / "model"
-
-
 @pytest.fixture
-def model(trained, tmp_path):
+def model(store_and_model):
     """A private copy (store + model) each test may change."""
-    store, model_dir = trained
-    shutil.copytree(store, tmp_path / "store")
-    return ColdStartRecommender.load(model_dir, KnowledgeGraph.open(tmp_path / "store"))
+    store, model_dir = store_and_model
+    return ColdStartRecommender.load(model_dir, KnowledgeGraph.open(store))
 
 
 def brute_topk(scores: np.ndarray, k: int, exclude: list[set[int]]) -> list[list[int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SAMPLES, build_sample_kg
+from kghelpers import SAMPLES, build_sample_kg
 from kghelpers import tree_digest
 
 from pipelines.cli import EXAMPLES, build_parser, main, subcommands

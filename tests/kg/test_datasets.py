@@ -9,7 +9,7 @@ import shutil
 import polars as pl
 import pytest
 
-from conftest import shared_dataset
+from kghelpers import shared_dataset
 from kg import IngestError, KnowledgeGraph
 from kg.datasets import IMPORTERS, UnknownDatasetError, import_dataset
 

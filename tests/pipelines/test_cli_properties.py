@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SAMPLES, build_sample_kg
+from kghelpers import SAMPLES, build_sample_kg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kghelpers import tree_digest

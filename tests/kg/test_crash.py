@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import ROOT
+from kghelpers import ROOT
 
 import crash_worker as cw
 from kg import KnowledgeGraph

@@ -8,45 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SAMPLES
+from kghelpers import SAMPLES
 
 pytest.importorskip("torch")
 
 from pipelines.cli import main  # noqa: E402
 
-TINY_TOML = """[model]
-seed = 0
-dim = 16
-layers = 2
-epochs = 6
-patience = 3
-batch_size = 1024
-resolver_epochs = 4
-resolver_batch_size = 1024
-device = "cpu"
-"""
 NEW_ITEMS = [f"n{i:04d}" for i in range(1, 21)]
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """A store ingested and a model trained through the CLI (shared by the tests; each test that
-    changes the store works on a copy)."""
-    root = tmp_path_factory.mktemp("chain")
-    store, schema = root / "store", str(SAMPLES / "schema.toml")
-    for kind, f in (("items", "items.csv"), ("users", "users.csv"), ("interactions", "interactions.csv"),
-                    ("triples", "triples.ttl")):
-        assert main(["ingest", kind, str(SAMPLES / f), "--store", str(store), "--schema", schema]) == 0
-    (root / "tiny.toml").write_text(TINY_TOML)
-    assert main(["train", "--store", str(store), "--out", str(root / "model"), "--config", str(root / "tiny.toml"),
-                 "--quiet"]) == 0
-    return root
-
-
-@pytest.fixture
-def work(chain, tmp_path):
-    shutil.copytree(chain / "store", tmp_path / "store")
-    return tmp_path, str(tmp_path / "store"), str(chain / "model")
 
 
 def test_train_writes_model(chain, capsys):
@@ -131,7 +99,7 @@ def test_bad_input_leaves_outputs_untouched(work, tmp_path, capsys):
         assert err.startswith("error: ") and pytest.importorskip("re").search(msg, err), err
         assert out.read_bytes() == good
     # a model trained on another store
-    from conftest import build_sample_kg
+    from kghelpers import build_sample_kg
 
     other = build_sample_kg(tmp_path / "other", triples=False)
     assert main(["recommend", "--model", model, "--store", str(other.path), "--users", str(tmp / "users.csv"),

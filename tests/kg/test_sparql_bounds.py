@@ -18,7 +18,7 @@ CROSS = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f }"  # 6,021 triples squared: 36M r
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """The sample store, built once (the tests here only read it)."""
-    from conftest import build_sample_kg
+    from kghelpers import build_sample_kg
 
     path = tmp_path_factory.mktemp("sparql") / "store"
     build_sample_kg(path)

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import shared_dataset
+from kghelpers import shared_dataset
 from kg import IngestError, KnowledgeGraph
 from kg.datasets import IMPORTERS, import_dataset
 

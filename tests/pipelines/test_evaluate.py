@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SAMPLE_ITEMS, SAMPLES, build_sample_kg
+from kghelpers import SAMPLE_ITEMS, SAMPLES, build_sample_kg
 
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import ROOT, SAMPLE_ITEMS, SAMPLES
+from kghelpers import ROOT, SAMPLE_ITEMS, SAMPLES
 from kghelpers import assert_unchanged, part_files, snapshot
 
 from kg import IngestError, KGError, KnowledgeGraph, StoreError, StoreLockedError

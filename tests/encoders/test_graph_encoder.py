@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 transformers = pytest.importorskip("transformers")
 
-from conftest import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, shared_dataset  # noqa: E402
+from kghelpers import SAMPLE_ITEMS, SAMPLE_USERS, SAMPLES, shared_dataset  # noqa: E402
 
 from encoders import (GraphEncoderConfig, SchemaMismatchError, TextEncoder, TextTemplates,  # noqa: E402
                       TrainConfig, load_graph_encoder, node_features, save_graph_encoder, train_graph_encoder)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import ROOT, SAMPLE_ITEMS, SAMPLES
+from kghelpers import ROOT, SAMPLE_ITEMS, SAMPLES
 
 from kg import KnowledgeGraph, StoreError
 from pipelines.cli import main

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES
+from kghelpers import ROOT, SAMPLES
 
 from kg import KnowledgeGraph
 from pipelines.cli import build_parser, main

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, build_sample_kg
+from kghelpers import SAMPLES, build_sample_kg
 
 torch = pytest.importorskip("torch")
 

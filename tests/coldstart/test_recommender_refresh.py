@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SAMPLE_ITEMS, SAMPLES, build_sample_kg
+from kghelpers import SAMPLE_ITEMS, SAMPLES
 
 torch = pytest.importorskip("torch")
 
@@ -16,24 +16,7 @@ from coldstart import ColdStartRecommender  # noqa: E402
 from coldstart.recommender import ingest_new  # noqa: E402
 from kg import KnowledgeGraph  # noqa: E402
 
-TINY = dict(dim=16, layers=2, epochs=4, patience=2, batch_size=1024, resolver_epochs=3, resolver_batch_size=1024,
-            progress=False, device="cpu")
 NEW_ITEMS = [f"n{i:04d}" for i in range(1, 21)]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("refresh")
-    m = ColdStartRecommender(seed=0, **TINY).fit(build_sample_kg(root / "store"))
-    m.save(root / "model")
-    return root / "store", root / "model"
-
-
-@pytest.fixture
-def store_and_model(trained, tmp_path):
-    store, model_dir = trained
-    shutil.copytree(store, tmp_path / "store")
-    return tmp_path / "store", model_dir
 
 
 def test_refresh_embeds_nodes_another_process_ingested(store_and_model):

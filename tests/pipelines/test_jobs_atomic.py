@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SAMPLES
+from kghelpers import SAMPLES
 
 pytest.importorskip("torch")
 
@@ -21,38 +21,7 @@ from kg import KnowledgeGraph  # noqa: E402
 from kg.errors import IngestError  # noqa: E402
 from pipelines.cli import main  # noqa: E402
 
-TINY_TOML = """[model]
-seed = 0
-dim = 16
-layers = 2
-epochs = 4
-patience = 2
-batch_size = 1024
-resolver_epochs = 3
-resolver_batch_size = 1024
-device = "cpu"
-"""
 SCHEMA = str(SAMPLES / "schema.toml")
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """A store ingested and a tiny model trained through the CLI (tests work on copies of the store)."""
-    root = tmp_path_factory.mktemp("hardening")
-    store = root / "store"
-    for kind, f in (("items", "items.csv"), ("users", "users.csv"), ("interactions", "interactions.csv"),
-                    ("triples", "triples.ttl")):
-        assert main(["ingest", kind, str(SAMPLES / f), "--store", str(store), "--schema", SCHEMA]) == 0
-    (root / "tiny.toml").write_text(TINY_TOML)
-    assert main(["train", "--store", str(store), "--out", str(root / "model"), "--config", str(root / "tiny.toml"),
-                 "--quiet"]) == 0
-    return root
-
-
-@pytest.fixture
-def work(chain, tmp_path):
-    shutil.copytree(chain / "store", tmp_path / "store")
-    return tmp_path, str(tmp_path / "store"), str(chain / "model")
 
 
 def store_files(store) -> dict[str, str]:
@@ -278,7 +247,7 @@ def test_new_users_with_existing_ids_need_upsert(work, capsys):
 
 
 def test_api_add_items_existing_ids(work):
-    from conftest import SAMPLE_ITEMS
+    from kghelpers import SAMPLE_ITEMS
 
     tmp, store, model = work
     m = ColdStartRecommender.load(model, KnowledgeGraph.open(store))

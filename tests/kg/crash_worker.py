@@ -1,10 +1,10 @@
-"""A writer that commits forever, for the kill -9 test (tests/test_crash.py); also its bookkeeping.
+"""A writer that commits forever, for the kill -9 test (tests/kg/test_crash.py); also its bookkeeping.
 
 Every operation is exactly one commit, and operation ``k`` is the one that produces version ``k``, so
 what a store at version ``V`` must contain is a pure function of ``V`` (:func:`expected`), whoever
 (the worker or the test) made the commits and however often the worker was killed in between.
 
-Run as ``python tests/crash_worker.py STORE``: prints ``ready``, then ``committed N`` after each commit.
+Run as ``python tests/kg/crash_worker.py STORE``: prints ``ready``, then ``committed N`` after each commit.
 """
 from __future__ import annotations
 
