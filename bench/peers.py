@@ -168,7 +168,12 @@ class _Tower:
     def build(d_in: int, d_out: int, hidden: int = 200):
         from torch import nn
 
-        return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.Tanh(), nn.Linear(hidden, d_out))
+        net = nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.Tanh(), nn.Linear(hidden, d_out))
+        for m in net:
+            if isinstance(m, nn.Linear):  # the authors' init, N(0, 0.01²) truncated: student scores start near 0
+                nn.init.trunc_normal_(m.weight, std=0.01, a=-0.02, b=0.02)
+                nn.init.zeros_(m.bias)
+        return net
 
 
 def aldi_item_weights(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, M: float = 4.0) -> np.ndarray:
