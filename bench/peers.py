@@ -270,7 +270,9 @@ class ALDI(Method):
                 b = perm[s:s + self.batch_size]
                 bu, bi = pu[b].to(dev), pi[b].to(dev)
                 bj = wt[torch.randint(0, len(wt), (len(b),), generator=gen)].to(dev)
-                loss = self._loss(self.f_u(P[bu]), self.f_i(x[bi]), self.f_i(x[bj]), P[bu], Q[bi], Q[bj],
+                # positives and negatives in ONE pass: BatchNorm must normalise both with the same statistics
+                s_pos, s_neg = self.f_i(torch.cat([x[bi], x[bj]])).chunk(2)
+                loss = self._loss(self.f_u(P[bu]), s_pos, s_neg, P[bu], Q[bi], Q[bj],
                                   w[pi[b]].to(dev)) + self.reg * self._l2()
                 opt.zero_grad()
                 loss.backward()
