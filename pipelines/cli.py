@@ -343,30 +343,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-OUT_SUFFIXES = (".parquet", ".csv")
-
-
-def _check_out_file(out: str, any_name: bool, engine: str) -> None:
-    """``--out`` names what the job can write: not empty; for the local engine (the Ray engine
-    writes a folder of parts) a file, whose extension picks the format unless ``any_name`` (--csv)."""
-    from pipelines.jobs import JobError
-
-    p = Path(out)
-    if not out.strip():
-        raise JobError("--out is empty: give a file name, e.g. recs.parquet")
-    if engine != "local":
-        return
-    if p.is_dir():
-        raise JobError(f"--out {out} is a folder: give a file name, e.g. {p / 'recs.parquet'}")
-    if not any_name and p.suffix.lower() not in OUT_SUFFIXES:
-        raise JobError(f"--out {out}: unknown extension {p.suffix or '(none)'!r}; use one of "
-                       f"{', '.join(OUT_SUFFIXES)} (or --csv to write CSV under any name)")
-
-
 def cmd_recommend(a: argparse.Namespace) -> int:
     from pipelines.jobs import recommend
 
-    _check_out_file(a.out, any_name=a.csv, engine=a.engine)
     df = recommend(a.model, a.store, new_items=a.new_items, new_users=a.new_users, users=a.users,
                    onboarding=a.onboarding, k=a.k, audience=a.audience, out=a.out, csv=a.csv or None,
                    explain=a.explain, schema=a.schema, progress=not a.quiet, engine=a.engine,

@@ -109,6 +109,25 @@ def train(store: str | os.PathLike, out: str | os.PathLike, config: Any = None, 
 
 
 # ------------------------------------------------------------------------------------ recommend
+OUT_SUFFIXES = (".parquet", ".csv")
+
+
+def _check_out_file(out: Any, csv: bool | None, engine: str) -> Path:
+    """``out`` names what the job can write: not empty; for the local engine (the Ray engine writes
+    a folder of parts) a file, whose extension picks the format unless ``csv`` says it."""
+    if not str(out).strip():
+        raise JobError("--out is empty: give a file name, e.g. recs.parquet")
+    p = Path(out)
+    if engine != "local":
+        return p
+    if p.is_dir():
+        raise JobError(f"--out {out} is a folder: give a file name, e.g. {p / 'recs.parquet'}")
+    if csv is None and p.suffix.lower() not in OUT_SUFFIXES:
+        raise JobError(f"--out {out}: unknown extension {p.suffix or '(none)'!r}; use one of "
+                       f"{', '.join(OUT_SUFFIXES)} (or --csv to write CSV under any name)")
+    return p
+
+
 def _check_writable(folder: Path) -> None:
     folder = folder if str(folder) else Path(".")
     if not folder.exists():
@@ -200,10 +219,8 @@ def _recommend_job(entities: Mapping[str, Any], *, onboarding: Any, k: Any, audi
         raise JobError(str(e)) from None
     if engine not in ENGINES:
         raise JobError(f"engine must be 'local' or 'ray', got {engine!r}")
-    out = Path(out)
+    out = _check_out_file(out, csv, engine)
     csv = out.suffix.lower() == ".csv" if csv is None else csv
-    if engine == "local" and out.is_dir():
-        raise JobError(f"--out {out} is a folder: give the output file's name (e.g. {out / 'recs.parquet'})")
     _check_writable(out.parent)
     for f in [path] + ([onboarding] if onboarding else []):
         if not Path(f).is_file():

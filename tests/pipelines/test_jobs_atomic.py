@@ -93,6 +93,19 @@ def test_api_invalid_k_is_a_clear_error(work, bad):
     assert not (tmp / "r.parquet").exists()
 
 
+def test_api_refuses_an_out_name_it_would_not_honour(work):
+    """The job API checks ``out`` as the CLI does: a .json name would otherwise get Parquet."""
+    from pipelines.jobs import JobError, recommend as job
+
+    tmp, store, model = work
+    (tmp / "users.csv").write_text("user_id\n1\n")
+    with pytest.raises(JobError, match="unknown extension"):
+        job(model, store, users=tmp / "users.csv", out=tmp / "r.json")
+    assert not (tmp / "r.json").exists()
+    job(model, store, users=tmp / "users.csv", out=tmp / "r.json", csv=False, progress=False)  # said explicitly
+    assert pl.read_parquet(tmp / "r.json").height > 0
+
+
 @pytest.mark.parametrize("flag,value", [("--k", "1e8"), ("--k", "0"), ("--k", "-3"), ("--k", "2.5"),
                                         ("--audience", "0"), ("--audience", "x")])
 def test_cli_invalid_k_is_one_usage_error(work, capsys, flag, value):
