@@ -547,7 +547,7 @@ def default_rejects_path(source: str | os.PathLike) -> Path:
 def check_rejects_path(path: str | os.PathLike) -> None:
     """Fail, before anything is ingested, unless rejected rows can be written to ``path`` (not a
     folder; its nearest existing folder takes new files), so no rejected row is lost after a commit."""
-    import tempfile
+    from .store import cannot_write_in
 
     p = Path(path)
     problem = "it is a folder" if p.is_dir() else None
@@ -555,13 +555,9 @@ def check_rejects_path(path: str | os.PathLike) -> None:
     if problem is None and not folder.is_dir():
         problem = f"{folder} is not a folder"
     if problem is None:
-        try:
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".kgcs-write-test-"):
-                pass
-            if p.exists() and not os.access(p, os.W_OK):
-                problem = "the file is read-only"
-        except OSError as e:
-            problem = e.strerror or str(e)
+        problem = cannot_write_in(folder)
+    if problem is None and p.exists() and not os.access(p, os.W_OK):
+        problem = "the file is read-only"
     if problem:
         raise IngestError(Problem(str(p), None, None, f"cannot write the rejects file: {problem}; "
                                                       "nothing was ingested"))

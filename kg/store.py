@@ -58,6 +58,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def cannot_write_in(folder: Path) -> str | None:
+    """Why new files cannot be created in ``folder`` (tried for real: permissions, read-only
+    mounts, a full disk), or None when they can."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kgcs-write-test-"):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +14,7 @@ import polars as pl
 
 from kg import KnowledgeGraph
 from kg.schema import ingest_kwargs, load_schema
+from kg.store import cannot_write_in
 
 from .engines import ENGINES
 from .steps import JobError, RecommendJob, check_known, load_model, open_store
@@ -135,11 +135,9 @@ def _check_writable(folder: Path) -> None:
             folder.mkdir(parents=True)
         except OSError as e:
             raise JobError(f"cannot create output folder {folder}: {e.strerror}") from None
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kgcs-write-test-"):
-            pass
-    except OSError as e:
-        raise JobError(f"cannot write to {folder}: {e.strerror}") from None
+    problem = cannot_write_in(folder)
+    if problem:
+        raise JobError(f"cannot write to {folder}: {problem}")
 
 
 def _ids_of(path: str | os.PathLike, col: str, what: str, **read: Any) -> list[Any]:
