@@ -18,6 +18,9 @@ _LAZY = {
     "GraphTrainer": ("train", "GraphTrainer"),
     "train_graph_encoder": ("train", "train_graph_encoder"),
     "load_graph_encoder": ("graph", "GraphEncoder.load"),
+    "FineTuneConfig": ("finetune", "FineTuneConfig"),
+    "TunedTextEncoder": ("finetune", "TunedTextEncoder"),
+    "finetune_text": ("finetune", "finetune_text"),
 }
 
 
@@ -42,3 +45,4 @@ def __getattr__(name: str):
 __all__ = ["TextEncoder", "EmbeddingCache", "resolve_device", "TextTemplates", "node_texts", "NodeFeatures",
            "node_features", "GraphEncoder", "GraphEncoderConfig", "TrainConfig", "GraphTrainer",
            "train_graph_encoder", "save_graph_encoder", "load_graph_encoder", "SchemaMismatchError"]
+__all__ += ["FineTuneConfig", "TunedTextEncoder", "finetune_text"]

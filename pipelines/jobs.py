@@ -22,8 +22,7 @@ from .steps import JobError, RecommendJob, check_known, load_model, open_store
 __all__ = ["JobError", "DEMO_CONFIG", "find_samples", "ingest_samples", "read_config", "train", "recommend", "demo"]
 
 # a small, quick model for the bundled samples (the demo must finish in well under 2 minutes)
-DEMO_CONFIG: dict[str, Any] = dict(dim=32, layers=2, epochs=30, patience=4, batch_size=2048, resolver_epochs=10,
-                                   resolver_batch_size=2048)
+DEMO_CONFIG: dict[str, Any] = dict(dim=32, layers=2, epochs=30, patience=4, batch_size=2048)
 
 REPO_SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
 

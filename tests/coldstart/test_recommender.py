@@ -48,11 +48,11 @@ def test_fit_then_new_catalog_and_new_users(model):
     np.testing.assert_allclose(model.score([1, 2, 3], kg.ids("item")[:200]), users_before, rtol=1e-6, atol=1e-6)
     s = model.score(NEW_USERS, NEW_ITEMS)
     assert s.shape == (15, 20) and s.dtype == np.float32 and np.isfinite(s).all()
-    # new entities are told apart: their vectors and learned a/b come from content, not a constant
+    # new entities are told apart: their vectors and weights come from content and links, not a constant
     assert s.std(axis=1).min() > 1e-3 and s.std(axis=0).min() > 1e-3
     z, a, b = model._final["item"]
     new = slice(200, 220)
-    assert np.unique(np.round(a[new], 5)).size > 1 and np.unique(np.round(b[new], 5)).size > 1
+    assert np.unique(np.round(a[new], 5)).size > 1 and np.unique(np.round(z[new], 4), axis=0).shape[0] == 20
     rec = model.recommend(NEW_USERS, k=5, candidates=NEW_ITEMS)
     assert rec.columns == ["user_id", "rank", "item_id", "score"]
     assert rec.height == 15 * 5 and set(rec["item_id"]) <= set(NEW_ITEMS)
@@ -219,12 +219,12 @@ def test_bad_input(model):
         model.recommend([1], k=0)
     with pytest.raises(TypeError, match="unknown ColdStartRecommender option"):
         ColdStartRecommender(dimm=3)
-    with pytest.raises(ValueError, match="cold_sim"):
-        ColdStartRecommender(cold_sim=1.5)
-    with pytest.raises(ValueError, match="warm_epochs"):
-        ColdStartRecommender(warm_epochs=-1)
-    with pytest.raises(ValueError, match="warm_lr"):
-        ColdStartRecommender(warm_lr=0.0)
+    with pytest.raises(ValueError, match="cold_rate"):
+        ColdStartRecommender(cold_rate=1.5)
+    with pytest.raises(ValueError, match="refit_epochs"):
+        ColdStartRecommender(refit_epochs=-1)
+    with pytest.raises(ValueError, match="lr"):
+        ColdStartRecommender(lr=0.0)
     with pytest.raises(RuntimeError, match="not fitted"):
         ColdStartRecommender().score([1], ["b0001"])
     # a failed add leaves the model and the store as they were
@@ -235,27 +235,53 @@ def test_bad_input(model):
 
 
 def test_train_on_split_leaves_heldout_items_cold(trained, tmp_path):
-    """``fit(kg, interactions=...)``: items without training interactions are served as cold."""
+    """``fit(kg, interactions=...)``: items without training interactions are served as new ones:
+    the validation-chosen blend of their text neighbours and their own propagated vector, exactly
+    like an item added after training."""
     shutil.copytree(trained[0], tmp_path / "store")  # with its text-embedding cache
     kg = KnowledgeGraph.open(tmp_path / "store")
     inter = kg.interactions()
     held = ["b0001", "b0002", "b0003"]
     m = ColdStartRecommender(seed=1, **TINY).fit(kg, interactions=inter.filter(~pl.col("item_id").is_in(held)))
     idx = kg.id_map("item").indices(held)
-    assert (m._cnt["item"][idx] == 0).all()
-    # λ(0) = 0: a cold item's vector is its aligned content vector, nothing collaborative
-    with torch.no_grad():
-        content = m._module.content("item", torch.from_numpy(m._views_all["zc"]["item"][idx])).numpy()
-    np.testing.assert_allclose(m._final["item"][0][idx], content, rtol=1e-5, atol=1e-6)
-    # ... and its a_i, b_i come from the content heads alone, exactly like an item added after training:
-    # no free offset (which negatives would only ever have pushed down: they never are a positive)
-    zg, zc = (torch.from_numpy(m._views_all[k]["item"][idx]) for k in ("zg", "zc"))
-    with torch.no_grad():
-        z, a, b = m._module.side("item", zg, zc, torch.zeros(len(idx)), torch.zeros(len(idx), 2 + m.config.dim))
-    np.testing.assert_allclose(m._final["item"][1][idx], a.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(m._final["item"][2][idx], b.numpy(), rtol=1e-5, atol=1e-6)
+    st, res = m._state, m._res
+    assert (st.cnt["item"][idx] == 0).all()
+    v, b = res.blend_items(st, *res.item_parts(st, idx))
+    z, a, bb = m._final["item"]
+    np.testing.assert_allclose(z[idx] * a[idx, None], v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bb[idx], b, rtol=1e-6, atol=1e-7)
     s = m.score(kg.ids("user")[:5], held)
     assert np.isfinite(s).all()
+
+
+def test_warm_scores_are_the_encoders_dot_product_plus_the_chosen_prior(trained, tmp_path):
+    """``a = ‖z‖, b = pop_warm·p``: for warm users and items the score is the encoder's dot product
+    plus the popularity prior validation chose (0 is among its choices)."""
+    shutil.copytree(trained[0], tmp_path / "store")
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    m = ColdStartRecommender(seed=0, **TINY).fit(kg)
+    st, res = m._state, m._res
+    users, items = np.flatnonzero(st.warm("user"))[:5], np.flatnonzero(st.warm("item"))
+    dot = st.z["user"][users] @ st.z["item"][items].T
+    prior = res.mixing.pop_warm * res.popularity(st.cnt["item"][items])
+    got = m.score(kg.id_map("user").external(users), kg.id_map("item").external(items))
+    np.testing.assert_allclose(got, dot + prior[None, :], rtol=1e-4, atol=1e-5)
+
+
+def test_recipe_is_never_worse_than_its_ingredients_on_validation(trained, tmp_path):
+    """Each regime's chosen recipe ranks the held-out entities at least as well as each of its
+    ingredients alone (the encoder's dot product, popularity, text kNN, the own vector), and
+    ``fit``'s summary reports them side by side."""
+    shutil.copytree(trained[0], tmp_path / "store")
+    kg = KnowledgeGraph.open(tmp_path / "store")
+    m = ColdStartRecommender(seed=0, **{**TINY, "val_frac": 0.2}).fit(kg)
+    report = m.history["resolver"]["validation"]
+    assert {"warm", "cold_item", "zero_shot", "few_shot"} <= set(report)
+    assert {"text_knn", "graph", "popularity"} <= set(report["cold_item"])
+    for regime, scores in report.items():
+        for name, value in scores.items():
+            assert scores["final"] >= value - 1e-12, (regime, name)
+    assert m.history["refit"]["epochs"] >= 2
 
 
 def test_fewshot_order_follows_time_when_known(trained, tmp_path):
@@ -265,10 +291,10 @@ def test_fewshot_order_follows_time_when_known(trained, tmp_path):
     kg = KnowledgeGraph.open(tmp_path / "store")
     inter = kg.interactions()
     assert inter.get_column("time").null_count() == 0
-    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1, "resolver_epochs": 1}).fit(kg)
+    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1}).fit(kg)
     assert m.history["resolver"]["fewshot_order"] == "time"
     no_time = inter.select("user_id", "item_id", "weight")
-    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1, "resolver_epochs": 1}).fit(kg, interactions=no_time)
+    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1}).fit(kg, interactions=no_time)
     assert m.history["resolver"]["fewshot_order"] == "random"
     with pytest.raises(ValueError, match="fewshot_order='time' needs a 'time' column"):
         ColdStartRecommender(seed=0, fewshot_order="time", **TINY).fit(kg, interactions=no_time)
@@ -276,65 +302,22 @@ def test_fewshot_order_follows_time_when_known(trained, tmp_path):
         ColdStartRecommender(fewshot_order="earliest")
 
 
-def test_later_phases_train_only_their_own_parameters(trained, tmp_path):
-    """After the joint phase, the few-shot phase moves only the fold map and the warm phase only the
-    free offsets — never those of entities without training interactions — so a new user's scores of
-    a new item are the same with or without the warm phase."""
-    shutil.copytree(trained[0], tmp_path / "store")
-    kg = KnowledgeGraph.open(tmp_path / "store")
-    inter = kg.interactions().filter(pl.col("item_id") != "b0001")  # b0001 stays without interactions
-    # no validation split: each phase runs all its epochs (nothing to stop on), so they must move
-    base = {**TINY, "epochs": 2, "resolver_epochs": 2, "val_frac": 0.0}
-    m0, m1, m2 = (ColdStartRecommender(seed=0, **base, fewshot_epochs=f, warm_epochs=w).fit(kg, interactions=inter)
-                  for f, w in ((0, 0), (2, 0), (2, 2)))
-    s0, s1, s2 = (m._module.state_dict() for m in (m0, m1, m2))
-
-    def changed(a, b):
-        return {k for k in a if not torch.equal(a[k], b[k])}
-
-    assert changed(s0, s1) == {"fold.weight"}
-    assert changed(s1, s2) == {"offset.user", "offset.item"}
-    assert m2.history["resolver"]["warm_history"] and m2.history["resolver"]["fewshot_history"]
-    j = kg.id_map("item").index("b0001")
-    assert not s2["offset.item"][j].any()  # no interactions: scored from content, like a new item
-    assert s2["offset.item"][:, 2:].abs().sum() > 0  # the residual of ẑ is trained
-    served = []
-    for name, m in (("m1", m1), ("m2", m2)):  # each on its own copy of the store: arrivals change the graph
-        m.save(tmp_path / name)
-        shutil.copytree(trained[0], tmp_path / f"store-{name}")
-        m = ColdStartRecommender.load(tmp_path / name, KnowledgeGraph.open(tmp_path / f"store-{name}"))
-        m.add_items(SAMPLES / "new_items.csv", **SAMPLE_ITEMS)
-        m.add_users(SAMPLES / "new_users.csv", **SAMPLE_USERS)
-        served.append(m)
-    np.testing.assert_allclose(served[0].score(NEW_USERS, NEW_ITEMS), served[1].score(NEW_USERS, NEW_ITEMS),
-                               rtol=1e-5, atol=1e-6)
-    assert not np.allclose(m1.score([1, 2], kg.ids("item")), m2.score([1, 2], kg.ids("item")))
-
-
-def test_loads_version_1_models(trained, tmp_path):
-    """Version-1 folders (offsets ``[a, b]`` without the residual of ẑ) load with a zero residual."""
-    from safetensors.numpy import load_file, save_file
+def test_older_model_versions_are_refused_with_a_retrain_hint(trained, tmp_path):
+    from kg.errors import ModelError
 
     store, model_dir = trained
-    shutil.copytree(store, tmp_path / "store")
     shutil.copytree(model_dir, tmp_path / "m")
-    kg = KnowledgeGraph.open(tmp_path / "store")
-    t = load_file(str(tmp_path / "m" / "resolver.safetensors"))
-    for s in ("user", "item"):
-        t[f"module.offset.{s}"] = np.ascontiguousarray(t[f"module.offset.{s}"][:, :2])
-    save_file(t, str(tmp_path / "m" / "resolver.safetensors"))
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
-    meta["version"] = 1
-    meta.pop("sha256")  # version-1 folders predate checksums (and this one's resolver file was rewritten)
+    meta["version"] = 2
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
-    old = ColdStartRecommender.load(tmp_path / "m", kg)
-    ref = ColdStartRecommender.load(model_dir, kg)
-    with torch.no_grad():
-        for s in ("user", "item"):
-            ref._module.offset[s][:, 2:] = 0.0
-    ref._finalize()
-    assert old._module.offset["user"].shape == ref._module.offset["user"].shape
-    np.testing.assert_allclose(old.score([1, 2], kg.ids("item")), ref.score([1, 2], kg.ids("item")), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="version-2 model.*retrain"):
+        ColdStartRecommender.load(tmp_path / "m", KnowledgeGraph.open(store))
+
+
+def test_removed_resolver_options_warn_and_are_ignored():
+    with pytest.warns(DeprecationWarning, match="resolver_epochs"):
+        m = ColdStartRecommender(resolver_epochs=3, dim=8)
+    assert m.config.dim == 8 and not hasattr(m.config, "resolver_epochs")
 
 
 def test_serving_encodes_text_with_the_trained_precision(trained, tmp_path):
@@ -344,7 +327,7 @@ def test_serving_encodes_text_with_the_trained_precision(trained, tmp_path):
 
     shutil.copytree(trained[0], tmp_path / "store")
     kg = KnowledgeGraph.open(tmp_path / "store")
-    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1, "resolver_epochs": 1, "text_precision": "fp32"}).fit(kg)
+    m = ColdStartRecommender(seed=0, **{**TINY, "epochs": 1, "text_precision": "fp32"}).fit(kg)
     assert precision_of(m.encoder.schema.text_model_id) == "fp32"
     m.save(tmp_path / "m")
     m = ColdStartRecommender.load(tmp_path / "m", kg)  # text_precision is "auto" for a fresh process...

@@ -15,8 +15,6 @@ layers = 2
 epochs = 6
 patience = 3
 batch_size = 1024
-resolver_epochs = 4
-resolver_batch_size = 1024
 device = "cpu"
 """
 
