@@ -176,7 +176,8 @@ class ProjectPublicAPI(Method):
         self.model = ColdStartRecommender(seed=seed, progress=False, **self.config).fit(kg)
         h = self.model.history
         self.info = {"ingest_s": round(t1 - t0, 2), "model_fit_s": round(time.perf_counter() - t1, 2), "add_s": 0.0,
-                     "encoder_epochs": h.get("encoder", {}).get("epochs"), "store_version": kg.version}
+                     "encoder_epochs": h.get("encoder", {}).get("epochs"), "store_version": kg.version,
+                     "resolver": {k: h.get("resolver", {}).get(k) for k in ("mixing", "validation")}}
         return self
 
     # -- new entities, then scores -----------------------------------------------------------------

@@ -301,7 +301,7 @@ def bench_resolver(args, res: dict) -> None:
         res["store"] = {**info, "work_copy": str(work), "seconds": round(t, 1), "items": kg.num_nodes("item"),
                         "users": kg.num_nodes("user"), "interactions": kg.interactions().height}
         log(f"[resolver] store {res['store']}")
-        model = ColdStartRecommender(seed=args.seed, progress=False, epochs=args.epochs, resolver_epochs=args.epochs)
+        model = ColdStartRecommender(seed=args.seed, progress=False, epochs=args.epochs)
         _, t_fit = timed(model.fit, kg)
         res["fit"] = {"epochs": args.epochs, "seconds": round(t_fit, 1)}
         log(f"  fit ({args.epochs} epochs): {t_fit:.1f}s")
