@@ -250,8 +250,9 @@ def summarise(runs: list[dict]) -> list[dict]:
             m, sd = mean_std([r[key] for r in rs])
             row[key], row[f"{key}_std"] = finite(m), finite(sd)
         row["users"] = rs[0]["users"]
-        if any("from_command" in r for r in rs):
-            row["from_command"] = rs[0].get("from_command")
+        earlier = sorted({f"seed {r['seed']}: {r['from_command']}" for r in rs if r.get("from_command")})
+        if earlier:
+            row["from_command"] = "; ".join(earlier)
         rows.append(row)
     order = {p: i for i, p in enumerate(ROW_PROTOCOL.values())}
     methods = {m: i for i, m in enumerate(METHODS)}
@@ -283,13 +284,15 @@ def ratios(runs: list[dict]) -> dict[str, dict]:
 
 
 def carry_earlier(old: dict | None, entry: dict) -> None:
-    """Keep the old entry's runs of (method, protocol) pairs this run did not measure (same mode)."""
+    """Keep the old entry's runs of (method, protocol, seed) this run did not measure (same mode),
+    so seeds and methods can be run separately and still add up to one table."""
     if not old or old.get("mode") != entry["mode"]:
         return
-    done = {(r["method"], r["protocol"]) for r in entry["runs"]}
+    done = {(r["method"], r["protocol"], r["seed"]) for r in entry["runs"]}
     for r in old.get("runs", []):
-        if (r["method"], r["protocol"]) not in done:
+        if (r["method"], r["protocol"], r["seed"]) not in done:
             entry["runs"].append({**r, "from_command": r.get("from_command", old.get("command"))})
+    entry["seeds"] = sorted({r["seed"] for r in entry["runs"]})
 
 
 def save(out: Path, dataset: str, entry: dict) -> dict:

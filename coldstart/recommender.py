@@ -49,12 +49,17 @@ class RecommenderConfig:
     """Everything :class:`ColdStartRecommender` can be configured with (keyword arguments).
 
     Graph encoder (see :class:`encoders.GraphEncoderConfig` / :class:`encoders.TrainConfig`):
-    ``dim``, ``layers``, ``conv``, ``epochs``, ``patience``, ``batch_size``, ``lr``,
+    ``dim``, ``layers``, ``conv``, ``id_embeddings``, ``text_views`` (the text views the encoder
+    takes as input; ``None``: all, ``[]``: none — text then serves the resolver only), ``epochs``,
+    ``patience``, ``batch_size`` (``None``: about 40 steps per epoch, 1,024 to 8,192 pairs), ``lr``,
     ``cold_rate`` (simulated cold items/users per step), ``id_dropout``, ``kg_loss``, ``val_frac``.
 
     Resolver (:mod:`coldstart.trainer`): ``val_frac`` (share of the items, of the users and of
     the remaining interactions held out to choose the recipe and stop the encoder; 0: no
-    validation, default recipe), ``knn`` (text neighbours of a new item), ``simulate`` (offer
+    validation, default recipe), ``knn`` (text neighbours of a new item), ``finetune_epochs``,
+    ``finetune_layers`` (fine-tune the top layers of the language model so that an item's text lands
+    near its trained vector — :func:`encoders.finetune_text` — and offer that vector as an
+    ingredient of new items; 0 epochs: off), ``simulate`` (offer
     simulated first interactions of new items to the validation choice), ``refit_epochs``
     (epochs of training on all the data after the carved fit; ``None``: a third of the carved
     fit's best epoch, at least 2), ``fewshot_order`` (which of a training user's items stand in
@@ -71,9 +76,11 @@ class RecommenderConfig:
     dim: int = 64
     layers: int = 3
     conv: str = "lightgcn"
+    id_embeddings: str = "interacting"
+    text_views: list[str] | None = None
     epochs: int = 100
     patience: int = 5
-    batch_size: int = 8192
+    batch_size: int | None = None
     lr: float = 1e-2
     # 0, not 0.1: the resolver serves new entities from text neighbours and ridge maps, and without the
     # simulated-cold and id-dropout noise the encoder reaches a higher warm validation NDCG (README, Quality)
@@ -82,6 +89,8 @@ class RecommenderConfig:
     kg_loss: float = 0.0
     val_frac: float = 0.1
     knn: int = 10
+    finetune_epochs: int = 0
+    finetune_layers: int = 1
     simulate: bool = True
     refit_epochs: int | None = None
     fewshot_order: str = "auto"
@@ -98,10 +107,16 @@ class RecommenderConfig:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-        for name in ("dim", "epochs", "batch_size", "knn"):
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be None or a positive int, got {self.batch_size!r}")
+        for name in ("dim", "epochs", "knn"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name in ("finetune_epochs",):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
         if self.refit_epochs is not None and (not isinstance(self.refit_epochs, int) or self.refit_epochs < 0):
             raise ValueError(f"refit_epochs must be None or an int >= 0, got {self.refit_epochs!r}")
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
@@ -225,6 +240,28 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
 
 
+def _check_manifest(meta: dict[str, Any], cfg_file: Path) -> dict[str, Any]:
+    """``meta`` if it is a complete manifest of this code's model version; else one clear error."""
+    version = meta.get("version", 0)
+    if meta.get("format") != FORMAT or not isinstance(version, int) or version > VERSION:
+        raise ValueError(f"{cfg_file}: not a kg-coldstart model of a version this code reads "
+                         f"(format {meta.get('format')!r}, version {version!r})")
+    if version < VERSION:
+        raise ModelError(f"{cfg_file}: a version-{version} model (trained-heads resolver); this code serves "
+                         f"version {VERSION}: retrain it with fit()")
+    lacking = [k for k in ("seed", "config", "num_nodes", "n_fit", "resolver", "store_version") if k not in meta]
+    if lacking:
+        raise ModelError(f"{cfg_file}: incomplete model manifest (no {', '.join(lacking)})")
+    return meta
+
+
+def _item_texts(feats) -> list[str]:
+    """One string per item: its present text views joined (what the language model fine-tunes on)."""
+    views = feats.texts.get("item", {})
+    cols = [views[v] for v in sorted(views)]
+    return [". ".join(c[i] for c in cols if c[i]) for i in range(feats.num_nodes("item"))]
+
+
 class ColdStartRecommender:
     """Recommendations for warm, new and few-shot users and items from a :class:`~kg.KnowledgeGraph`.
 
@@ -240,6 +277,7 @@ class ColdStartRecommender:
         self.history: dict[str, Any] = {}
         self._text_encoder = None
         self._state = None  # coldstart.resolver.ServingState
+        self._tuned = None  # encoders.TunedTextEncoder when finetune_epochs > 0
         self._res = None    # coldstart.resolver.Resolver
         self._index = None
         self._fitted = False
@@ -269,9 +307,12 @@ class ColdStartRecommender:
         self.encoder = self._train_encoder(carving.fit if carving else train_df, feats, device,
                                            None if carving is None else carving.warm)
         mixing, report = Mixing(), {}
+        self._tuned = None
         if carving is not None:
-            t0 = time.perf_counter()
             st = self._serving_state(carving.fit, feats)
+            if cfg.finetune_epochs:
+                st.lm = self._finetune(st, feats, device)
+            t0 = time.perf_counter()
             trainer = ResolverTrainer(kg, st, carving, self._resolver(st, Mixing()), by_time=by_time,
                                       seed=self.seed, simulate=cfg.simulate)
             mixing, report = trainer.fit()
@@ -280,6 +321,8 @@ class ColdStartRecommender:
             self._refit(train_df, feats, device)
         self.history.setdefault("resolver", {})["fewshot_order"] = "time" if by_time else "random"
         self._state = self._serving_state(train_df, feats)
+        if cfg.finetune_epochs:
+            self._state.lm = self._finetune(self._state, feats, device) if self._tuned is None else self._lm(feats)
         self._res = self._resolver(self._state, mixing)
         self._finalize()
         self._fitted = True
@@ -292,8 +335,11 @@ class ColdStartRecommender:
 
         cfg = self.config
         t0 = time.perf_counter()
-        gcfg = GraphEncoderConfig(dim=cfg.dim, num_layers=cfg.layers, conv=cfg.conv)
-        tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, id_dropout=cfg.id_dropout,
+        gcfg = GraphEncoderConfig(dim=cfg.dim, num_layers=cfg.layers, conv=cfg.conv, id_embeddings=cfg.id_embeddings,
+                                  views=cfg.text_views)
+        # every step propagates the whole graph, so its cost hardly depends on the batch: ~40 steps an epoch
+        batch = cfg.batch_size or int(min(8192, max(1024, df.height // 40)))
+        tc = TrainConfig(epochs=cfg.epochs, batch_size=batch, lr=cfg.lr, id_dropout=cfg.id_dropout,
                          cold_item_rate=cfg.cold_rate, cold_user_rate=cfg.cold_rate, kg_loss_weight=cfg.kg_loss,
                          val_frac=0.0, patience=cfg.patience, seed=self.seed, device=str(device),
                          progress=cfg.progress)
@@ -301,6 +347,29 @@ class ColdStartRecommender:
         self.history["encoder"] = {"epochs": len(enc.history), "best_epoch": enc.best_epoch,
                                    "seconds": time.perf_counter() - t0, "history": enc.history}
         return enc
+
+    def _finetune(self, st, feats, device) -> np.ndarray:
+        """Fine-tune the language model so that each warm item's text lands near its vector in
+        ``st``; returns every item's tuned vector."""
+        from encoders import FineTuneConfig, finetune_text
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        warm = np.flatnonzero(st.warm("item"))
+        texts = _item_texts(feats)
+        ft = FineTuneConfig(epochs=cfg.finetune_epochs, train_layers=cfg.finetune_layers, seed=self.seed)
+        self._tuned = finetune_text(self._get_text_encoder(str(device)), [texts[i] for i in warm], st.z["item"][warm],
+                                    config=ft, device=str(device), progress=cfg.progress)
+        lm = self._lm(feats)
+        self.history["finetune"] = {"seconds": time.perf_counter() - t0, "history": self._tuned.history,
+                                    "texts": len(warm), "model_id": self._tuned.model_id}
+        return lm
+
+    def _lm(self, feats) -> np.ndarray:
+        """Every item's text through the fine-tuned language model (cached in the store by its model id)."""
+        from encoders.features import store_cache
+
+        return self._tuned.encode_cached(_item_texts(feats), store_cache(self.kg))
 
     def _refit(self, train_df: pl.DataFrame, feats, device) -> None:
         """Continue training the carved encoder on all the training data (held-out entities get ids)."""
@@ -680,6 +749,8 @@ class ColdStartRecommender:
 
         st = self._state
         st.text = feats.combined("item")
+        if self._tuned is not None:
+            st.lm = self._lm(feats)
         user_text = feats.combined("user") if self._attr_cols.text_dim else None
         st.attrs = attribute_matrix(self.kg, self._attr_cols, user_text)
 
@@ -792,6 +863,9 @@ class ColdStartRecommender:
                        "attr_cols.type": self._attr_cols.type_code, "attr_cols.index": self._attr_cols.index}
             for s in SIDES:
                 tensors[f"cnt.{s}"] = st.cnt[s]
+            if st.lm is not None:
+                tensors["lm"] = st.lm
+                self._tuned.save(tmp / "text_tuned")
             fu = np.array(sorted(st.folded), dtype=np.int64)
             tensors["folded.user"] = fu
             tensors["folded.vec"] = (np.stack([st.folded[int(x)] for x in fu]) if len(fu)
@@ -835,17 +909,7 @@ class ColdStartRecommender:
         if not cfg_file.is_file() or not (path / "resolver.safetensors").is_file():
             raise FileNotFoundError(f"{path} is not a kg-coldstart model folder (expected config.json, "
                                     "resolver.safetensors and encoder/)")
-        meta = read_json(cfg_file)
-        version = meta.get("version", 0)
-        if meta.get("format") != FORMAT or not isinstance(version, int) or version > VERSION:
-            raise ValueError(f"{cfg_file}: not a kg-coldstart model of a version this code reads "
-                             f"(format {meta.get('format')!r}, version {version!r})")
-        if version < VERSION:
-            raise ModelError(f"{cfg_file}: a version-{version} model (trained-heads resolver); this code serves "
-                             f"version {VERSION}: retrain it with fit()")
-        lacking = [k for k in ("seed", "config", "num_nodes", "n_fit", "resolver", "store_version") if k not in meta]
-        if lacking:
-            raise ModelError(f"{cfg_file}: incomplete model manifest (no {', '.join(lacking)})")
+        meta = _check_manifest(read_json(cfg_file), cfg_file)
         try:
             config = dict(meta["config"])
             config["text_model"] = (str(text_model) if text_model is not None else
@@ -862,6 +926,10 @@ class ColdStartRecommender:
             kg = KnowledgeGraph.open(store)
         m.kg = kg
         m.encoder = GraphEncoder.load(path / "encoder", kg, strict=strict, device=device)
+        if (path / "text_tuned").is_dir():
+            from encoders import TunedTextEncoder
+
+            m._tuned = TunedTextEncoder.load(path / "text_tuned", m._get_text_encoder(device), device=device)
         weights = path / "resolver.safetensors"
         t = read_tensors(weights, manifest_sha256(meta, weights.name), numpy=True)
         try:
@@ -897,7 +965,7 @@ class ColdStartRecommender:
         self._state = ServingState(z, t["text"], {s: t[f"cnt.{s}"].copy() for s in SIDES},
                                    {s: int(meta["n_fit"][s]) for s in SIDES}, (t["train.user"], t["train.item"]),
                                    attrs, {int(u): v for u, v in zip(t["folded.user"], t["folded.vec"])},
-                                   int(meta["store_version"]))
+                                   int(meta["store_version"]), t.get("lm"))
         for s in SIDES:
             if len(z[s]) != len(self._state.cnt[s]) or z[s].shape[1] != self.config.dim:
                 raise ValueError(f"z.{s} has shape {z[s].shape}, cnt.{s} has {len(self._state.cnt[s])} rows")

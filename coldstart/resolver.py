@@ -8,8 +8,8 @@ Each entity is in one of a few situations, and each has its own, simple, validat
   ``log(1+n_i)`` whose weight against the dot product (``a_u`` scales the user side) is chosen on
   validation — 0 is among the choices, so the formula is never worse than the dot product.
 * a **new item**: a blend of the similarity-weighted mean of its ``knn`` nearest warm items' vectors
-  in text space and its own vector propagated from its attributes and links (rescaled to the warm
-  norm), then optionally *simulated first interactions*: the mean vector of the users its blend
+  in text space, its text through the fine-tuned language model (when ``fit`` tuned one) and its
+  own vector propagated from its attributes and links (each rescaled to the warm norm), then optionally *simulated first interactions*: the mean vector of the users its blend
   ranks highest, as if they had interacted (``item_sim``). Its popularity prior is its neighbours'.
 * a **new user**, zero-shot: a ridge map from its attributes (one-hot over its knowledge-graph
   neighbours, + its text) to the training users' least-squares vectors in item space, or its own
@@ -39,6 +39,7 @@ class Mixing:
     scale: dict[str, float] = field(default_factory=lambda: {"warm": 1.0, "zero_shot": 1.0, "few_shot": 1.0})
     pop_warm: float = 0.0
     item_knn: float = 0.75
+    item_lm: float = 0.0
     item_sim: float = 0.0
     new_pop: float = 1.0
     zero_map: str = "ridge"
@@ -68,9 +69,10 @@ class ServingState:
     cnt: dict[str, np.ndarray]
     n_fit: dict[str, int]
     train_pairs: tuple[np.ndarray, np.ndarray]
-    attrs: Any  # scipy CSR [n_user, columns] (see coldstart.features)
+    attrs: Any  # scipy CSR [n_user, columns] (see coldstart.attributes)
     folded: dict[int, np.ndarray] = field(default_factory=dict)
     store_version: int = 0
+    lm: np.ndarray | None = None  # items' text through the fine-tuned language model (unit rows, z space)
 
     def warm(self, side: str) -> np.ndarray:
         return self.cnt[side] > 0
@@ -116,15 +118,20 @@ def simulated_users(z_item: np.ndarray, z_users: np.ndarray, m: int) -> np.ndarr
     return out
 
 
-def ridge(X: Any, Y: np.ndarray, lam: float) -> np.ndarray:
-    """Ridge weights, with an unpenalised bias as the last row, mapping ``X`` (dense or sparse) to ``Y``."""
+def ridge(X: Any, Y: np.ndarray, lam: float | tuple[float, ...]) -> np.ndarray | dict[float, np.ndarray]:
+    """Ridge weights, with an unpenalised bias as the last row, mapping ``X`` (dense or sparse) to
+    ``Y``; for a tuple of ``lam``, ``{λ: weights}`` from one Gram matrix."""
     import scipy.sparse as sp
 
     Xb = sp.hstack([sp.csr_matrix(X), np.ones((X.shape[0], 1), np.float32)]).tocsr()
     G = (Xb.T @ Xb).toarray().astype(np.float64)
-    R = lam * np.eye(G.shape[0])
-    R[-1, -1] = 0.0
-    return np.linalg.solve(G + R, np.asarray(Xb.T @ Y, dtype=np.float64)).astype(np.float32)
+    XY = np.asarray(Xb.T @ Y, dtype=np.float64)
+    out = {}
+    for lm in (lam if isinstance(lam, tuple) else (lam,)):
+        R = lm * np.eye(G.shape[0])
+        R[-1, -1] = 0.0
+        out[lm] = np.linalg.solve(G + R, XY).astype(np.float32)
+    return out if isinstance(lam, tuple) else out[lam]
 
 
 def apply_ridge(X: Any, W: np.ndarray) -> np.ndarray:
@@ -163,21 +170,23 @@ class Resolver:
     def popularity(self, cnt: np.ndarray) -> np.ndarray:
         return (np.log1p(cnt) / self.pop_max).astype(np.float32)
 
-    def item_parts(self, st: ServingState, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ingredients of new items ``rows``: text-kNN vector, own vector, neighbours' popularity."""
+    def item_parts(self, st: ServingState, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The ingredients of new items ``rows``: text-kNN vector, own vector, fine-tuned language
+        model vector (the own vector when there is none), neighbours' popularity."""
         warm = np.flatnonzero(st.warm("item"))
         own = rescale(st.z["item"][rows], self.item_norm)
+        lm = own if st.lm is None else rescale(st.lm[rows], self.item_norm)
         if not len(warm) or not len(rows):
-            return own, own, np.zeros(len(rows), np.float32)
+            return own, own, lm, np.zeros(len(rows), np.float32)
         text, pop = knn_mix(st.text[rows], st.text[warm], st.z["item"][warm], self.knn,
                             self.popularity(st.cnt["item"][warm]))
-        return text, own, pop
+        return text, own, lm, pop
 
-    def blend_items(self, st: ServingState, text: np.ndarray, own: np.ndarray, pop: np.ndarray,
+    def blend_items(self, st: ServingState, text: np.ndarray, own: np.ndarray, lm: np.ndarray, pop: np.ndarray,
                     mix: Mixing | None = None) -> tuple[np.ndarray, np.ndarray]:
         """New items' vectors and biases from their ingredients (+ simulated first interactions)."""
         mix = mix or self.mixing
-        v = mix.item_knn * text + (1.0 - mix.item_knn) * own
+        v = mix.item_knn * text + mix.item_lm * lm + (1.0 - mix.item_knn - mix.item_lm) * own
         if mix.item_sim > 0:
             wu = np.flatnonzero(st.warm("user"))
             sim = rescale(simulated_users(v, st.z["user"][wu], self.sim_users), self.item_norm)

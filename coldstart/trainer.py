@@ -10,7 +10,6 @@ one of the candidates, so the chosen recipe is never worse than its parts on val
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,11 +51,12 @@ def carve(df: pl.DataFrame, frac: float, seed: int, min_held: int = 5) -> Carvin
 
     items = users = None
     if round(frac * df.get_column("item_id").n_unique()) >= min_held:
-        df, items, held = split_cold_items(df, frac, seed)
-        items = items.filter(pl.col("user_id").is_in(df.get_column("user_id").unique().implode()))
+        df, items, _ = split_cold_items(df, frac, seed)
     if round(frac * df.get_column("user_id").n_unique()) >= min_held:
         df, users, _ = split_cold_users(df, frac, seed + 1)
     fit, warm = split_warm(df, frac, seed + 2)
+    if items is not None:  # new items are judged by warm users only (a held-out user is another regime)
+        items = items.filter(pl.col("user_id").is_in(fit.get_column("user_id").unique().implode()))
     return Carving(fit, warm if warm.height else None, items if items is not None and items.height else None,
                    users if users is not None and users.height else None)
 
@@ -96,17 +96,30 @@ class ResolverTrainer:
                             items=items, score=score)
         return float(m["ndcg"])
 
-    def best(self, name: str, candidates: list[dict[str, Any]], evaluate, ingredients: dict[str, dict]) -> float:
-        """Set the mixing fields of the best candidate (first on ties); record ingredient scores."""
-        scores = [evaluate(replace(self.mix, **c)) for c in candidates]
-        j = int(np.argmax(scores))
-        for key, value in candidates[j].items():
-            setattr(self.mix, key, value)
-        rep = {"final": scores[j]}
-        for label, c in ingredients.items():
-            rep[label] = scores[candidates.index(c)] if c in candidates else evaluate(replace(self.mix, **c))
-        self.report[name] = rep
-        return scores[j]
+    def best(self, name: str, stages: list, evaluate, ingredients: dict[str, dict]) -> float:
+        """Coordinate search: per stage, set the mixing fields of its best candidate (first on ties),
+        each stage starting from the previous stage's choice; then score each ingredient alone.
+        Ingredients among the candidates make the final score at least theirs."""
+        seen: dict[str, float] = {}
+
+        def score(c):
+            mix = replace(self.mix, **c)
+            key = repr(sorted(mix.to_dict().items()))
+            if key not in seen:
+                seen[key] = evaluate(mix)
+            return seen[key]
+
+        best = -np.inf
+        for cands in stages:
+            cands = cands() if callable(cands) else cands  # a later stage may depend on earlier choices
+            scores = [score(c) for c in cands]
+            j = int(np.argmax(scores))
+            if scores[j] >= best:
+                best = scores[j]
+                for key, value in cands[j].items():
+                    setattr(self.mix, key, value)
+        self.report[name] = {"final": score({}), **{label: score(c) for label, c in ingredients.items()}}
+        return self.report[name]["final"]
 
     def item_table(self, mix: Mixing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         res = replace(self.res, mixing=mix)
@@ -120,13 +133,13 @@ class ResolverTrainer:
         test = self.pairs(self.carving.warm)
         z = self.st.z["user"]
         zu, au, _ = self.res.finish_users(z, np.zeros(len(z), np.int64), self.mix)
+        zi, ai, _ = self.item_table(self.mix)  # warm items' vectors do not depend on the mix
+        p = self.res.popularity(self.st.cnt["item"])
 
         def evaluate(mix):
-            zi, ai, bi = self.item_table(mix)
-            return self.ndcg(zu, au, zi, ai, bi, test, self.warm_items)
+            return self.ndcg(zu, au, zi, ai, mix.pop_warm * p, test, self.warm_items)
 
-        cands = [{"pop_warm": p} for p in POP_WARM]
-        self.best("warm", cands, evaluate, {"dot": {"pop_warm": 0.0}})
+        self.best("warm", [[{"pop_warm": p} for p in POP_WARM]], evaluate, {"dot": {"pop_warm": 0.0}})
 
     def choose_items(self) -> None:
         """New items' blend, simulated interactions and prior, on held-out items."""
@@ -147,11 +160,16 @@ class ResolverTrainer:
             return self.ndcg(zu, au, zz, aa, bb, test, held)
 
         sims = SIM_WEIGHTS if self.simulate else (0.0,)
-        cands = [{"item_knn": w, "item_sim": s, "new_pop": p} for w, s, p in itertools.product(KNN_WEIGHTS, sims, NEW_POP)]
-        self.best("cold_item", cands, evaluate,
-                  {"text_knn": {"item_knn": 1.0, "item_sim": 0.0, "new_pop": 0.0},
-                   "graph": {"item_knn": 0.0, "item_sim": 0.0, "new_pop": 0.0},
-                   "popularity": {"item_knn": 1.0, "item_sim": 0.0, "new_pop": 1e6}})
+        lms = KNN_WEIGHTS if self.st.lm is not None else (0.0,)
+        blends = [(w, m) for w in KNN_WEIGHTS for m in lms if w + m <= 1.0]
+        alone = {"item_knn": 0.0, "item_lm": 0.0, "item_sim": 0.0, "new_pop": 0.0}
+        stages = [[{**alone, "item_knn": w, "item_lm": m} for w, m in blends],  # the blend, alone
+                  [{"item_sim": s} for s in sims], [{"new_pop": p} for p in NEW_POP]]
+        ingredients = {"text_knn": {**alone, "item_knn": 1.0}, "graph": alone,
+                       "popularity": {**alone, "item_knn": 1.0, "new_pop": 1e6}}
+        if self.st.lm is not None:
+            ingredients["language_model"] = {**alone, "item_lm": 1.0}
+        self.best("cold_item", stages, evaluate, ingredients)
 
     def _cold_user_task(self, few: bool):
         """Held-out users' test pairs, exclusions and (few-shot) onboarding item rows."""
@@ -174,7 +192,7 @@ class ResolverTrainer:
         rows = np.unique(test[0])
         mean_onb = None if onb is None else _mean_rows(item_vec, onb, rows, self.st.z["user"].shape[0])
         targets = item_space_targets(self.st.z["item"], self.fit_pairs, len(self.st.cnt["user"]))
-        maps = {lam: self._map(targets, few, lam) for lam in LAMBDAS}
+        maps = self._maps(targets, few, item_vec)
         key, regime = ("few_map", 2) if few else ("zero_map", 1)
         alt = "fold" if few else "own"
         n_u = self.st.z["user"].shape[0]
@@ -191,17 +209,16 @@ class ResolverTrainer:
             return {"scale": {**self.mix.scale, name: ratio * max(self.mix.pop_warm, 1e-3)}, key: m,
                     "ridge_lambda": {**self.mix.ridge_lambda, name: lam}}
 
-        cands = [cand(r, m, lam) for r in COLD_RATIOS for m in ("ridge", alt) for lam in (LAMBDAS if m == "ridge" else LAMBDAS[:1])]
-        self.best(name, cands, evaluate, {"popularity": cand(0.0, alt, LAMBDAS[0]), alt: cand(INF, alt, LAMBDAS[0])})
+        maps_ = [(m, lam) for m in ("ridge", alt) for lam in (LAMBDAS if m == "ridge" else LAMBDAS[:1])]
+        stages = [[cand(INF, m, lam) for m, lam in maps_],  # the map, on its dot product alone
+                  lambda: [cand(r, getattr(self.mix, key), self.mix.ridge_lambda[name]) for r in COLD_RATIOS]]
+        self.best(name, stages, evaluate, {"popularity": cand(0.0, alt, LAMBDAS[0]), alt: cand(INF, alt, LAMBDAS[0])})
 
-    def _map(self, targets: np.ndarray, few: bool, lam: float) -> np.ndarray:
-        """The cold-user ridge map fitted on the carved model's warm users."""
+    def _maps(self, targets: np.ndarray, few: bool, item_vec: np.ndarray) -> dict[float, np.ndarray]:
+        """The cold-user ridge maps, one per λ, fitted on the carved model's warm users."""
         warm = np.flatnonzero(self.st.warm("user"))
-        onb = None
-        if few:
-            zi, ai, _ = self.item_table(self.mix)
-            onb = first_items_mean(self.st, zi * ai[:, None], warm)
-        return ridge(self.res.user_features(self.st, warm, onb), targets[warm], lam)
+        onb = first_items_mean(self.st, item_vec, warm) if few else None
+        return ridge(self.res.user_features(self.st, warm, onb), targets[warm], LAMBDAS)
 
     def choose_zero_shot(self) -> None:
         self._cold_users("zero_shot", few=False)
@@ -231,13 +248,12 @@ def first_items_mean(st: ServingState, item_vec: np.ndarray, users: np.ndarray, 
     u, i = st.train_pairs
     order = np.argsort(u, kind="stable")
     u, i = u[order], i[order]
-    starts = np.searchsorted(u, users)
-    ends = np.searchsorted(u, users, side="right")
-    out = np.zeros((len(users), item_vec.shape[1]), np.float32)
-    for j, (s, e) in enumerate(zip(starts, ends)):
-        if e > s:
-            out[j] = item_vec[i[s:min(e, s + n)]].mean(0)
-    return out
+    starts = np.searchsorted(u, np.arange(len(st.cnt["user"])))
+    first = (np.arange(len(u)) - starts[u]) < n  # each user's first n rows
+    sums = np.zeros((len(st.cnt["user"]), item_vec.shape[1]), np.float32)
+    np.add.at(sums, u[first], item_vec[i[first]])
+    cnt = np.bincount(u[first], minlength=len(st.cnt["user"]))[:, None]
+    return (sums / np.maximum(cnt, 1))[users]
 
 
 __all__ = ["Carving", "ResolverTrainer", "carve", "first_items_mean", "USER_REGIMES"]
