@@ -4,6 +4,7 @@
     python bench/quality.py --datasets ml-100k --seeds 0 1 2 --jobs 2   # one seed per core, 1 thread each
     python bench/quality.py --datasets citeulike-t --methods popularity lightfm kg-coldstart
     python bench/quality.py --mode importers                     # the project trained from kg.datasets stores
+    python bench/quality.py --datasets ml-100k --protocols cold-items --methods kg-coldstart+finetuned-lm kg-coldstart-no-simulation
     bash bench/install_lightfm.sh                                # LightFM (benchmark-only dependency)
 
 Modes. ``public-api`` (default): ``kg-coldstart`` is driven only through polars frames and the
@@ -57,6 +58,8 @@ DATASETS = ["ml-100k", "ml-1m", "citeulike-t"]
 PROTOCOLS = ["cold-items", "cold-users", "warm"]
 METHODS = ["popularity", "text-knn", "lightfm", "lightgcn", "aldi", "reference", "kg-coldstart"]
 PROJECT = "kg-coldstart"
+# ablation rows: the project with one part switched (same protocols, splits and run as the rest)
+ABLATIONS = {"kg-coldstart+finetuned-lm": {"finetune_epochs": 2}, "kg-coldstart-no-simulation": {"simulate": False}}
 ROW_PROTOCOL = {"cold-items": "cold-items", "zero-shot": "cold-users-zero-shot", "few-shot": "cold-users-few-shot",
                 "zero-shot@few-shot": "cold-users-zero-shot@few-shot", "warm": "warm"}
 # no user attributes: a zero-shot user is the popularity list for every method
@@ -95,8 +98,8 @@ def method_factories(names: list[str], mode: str, dataset: str, data_dir: Path, 
         notes.append(f"bench/peers.py not importable ({type(e).__name__}: {e}); untuned popularity/text-knn only")
     out: dict = {}
     for name in names:
-        if name == PROJECT:
-            factory, why = project_factory(mode, dataset, data_dir, workdir)
+        if name == PROJECT or name in ABLATIONS:
+            factory, why = project_factory(mode, dataset, data_dir, workdir, ABLATIONS.get(name, {}))
         elif name in PEERS:
             factory, why = PEERS[name], None
         else:
@@ -116,20 +119,22 @@ def method_factories(names: list[str], mode: str, dataset: str, data_dir: Path, 
     return out, notes
 
 
-def project_factory(mode: str, dataset: str, data_dir: Path, workdir: Path):
-    """``(factory, None)`` or ``(None, why)`` for kg-coldstart in ``mode``."""
+def project_factory(mode: str, dataset: str, data_dir: Path, workdir: Path, config: dict | None = None):
+    """``(factory, None)`` or ``(None, why)`` for kg-coldstart in ``mode`` (``config``: its options)."""
     import baselines
 
     cls, why = baselines.load_project()
     if cls is None:
         return None, f"`from coldstart import ColdStartRecommender` failed ({why})"
     if mode == "importers":
+        if config:
+            return None, "ablations run in public-api mode only"
         return partial(baselines.ProjectMethod, cls), None
     from public_api import ProjectPublicAPI, catalog
 
     cat = catalog(dataset, data_dir / dataset)
     workdir.mkdir(parents=True, exist_ok=True)
-    return partial(ProjectPublicAPI, cat, workdir), None
+    return partial(ProjectPublicAPI, cat, workdir, **(config or {})), None
 
 
 # ============================================================================== one dataset
@@ -264,15 +269,15 @@ def ratios(runs: list[dict]) -> dict[str, dict]:
     rows = summarise(runs)
     out = {}
     for protocol in dict.fromkeys(r["protocol"] for r in rows):
-        peers = {r["method"]: r["ndcg@20"] for r in rows if r["protocol"] == protocol and r["method"] != PROJECT
-                 and r["ndcg@20"] is not None}
+        peers = {r["method"]: r["ndcg@20"] for r in rows
+                 if r["protocol"] == protocol and not r["method"].startswith(PROJECT) and r["ndcg@20"] is not None}
         proj = next((r for r in rows if r["protocol"] == protocol and r["method"] == PROJECT), None)
         if proj is None or proj["ndcg@20"] is None or not peers:
             continue
         best = max(peers, key=peers.get)
         per_seed = []
         for r in (r for r in runs if r["protocol"] == protocol and r["method"] == PROJECT):
-            same = [x["ndcg@20"] for x in runs if x["protocol"] == protocol and x["method"] != PROJECT
+            same = [x["ndcg@20"] for x in runs if x["protocol"] == protocol and not x["method"].startswith(PROJECT)
                     and x["seed"] == r["seed"]]
             if same and max(same) > 0:
                 per_seed.append(r["ndcg@20"] / max(same))
@@ -430,7 +435,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--mode", choices=("public-api", "importers"), default="public-api")
     p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=METHODS, help=f"any of {', '.join(METHODS)}")
+    p.add_argument("--methods", nargs="+", default=METHODS,
+                   help=f"any of {', '.join(METHODS)}; ablations (not run by default): {', '.join(ABLATIONS)}")
     p.add_argument("--protocols", nargs="+", default=PROTOCOLS, choices=PROTOCOLS)
     p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel, one process per core, 1 thread each")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)

@@ -303,6 +303,15 @@ def cmd_compact(a: argparse.Namespace) -> int:
     return 0
 
 
+def _validation_summary(res: dict[str, Any], digits: int) -> str:
+    """``regime final (ingredient score, ...)`` per regime: the recipe beside each of its parts."""
+    parts = []
+    for regime, final in res["validation_ndcg@20"].items():
+        ing = ", ".join(f"{k} {v:.{digits}f}" for k, v in res.get("validation_ingredients", {}).get(regime, {}).items())
+        parts.append(f"{regime} {final:.{digits}f}" + (f" ({ing})" if ing else ""))
+    return "; ".join(parts) or "none (val_frac=0)"
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     import time
 
@@ -313,7 +322,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     res = demo(a.store, a.samples, progress=not a.quiet)
     _print_info(KnowledgeGraph.open(a.store), as_json=False)
     tr = res["train"]
-    val = ", ".join(f"{k} {v:.3f}" for k, v in tr["validation_ndcg@20"].items())
+    val = _validation_summary(tr, 3)
     print(f"\ntrained in {tr['seconds']:.0f} s; validation NDCG@20: {val}; model saved to {res['model']}")
     for title, df, who in (("New items → the users to show them to", res["new_items"], "user_id"),
                            ("New users → recommended items", res["new_users"], "item_id")):
@@ -337,7 +346,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from pipelines.jobs import train
 
     res = train(a.store, a.out, a.config, progress=not a.quiet)
-    val = ", ".join(f"{k} {v:.4f}" for k, v in res["validation_ndcg@20"].items())
+    val = _validation_summary(res, 4)
     print(f"trained on store {a.store} (version {res['store_version']}) in {res['seconds']:.1f} s; "
           f"validation NDCG@20: {val}; model written to {a.out}")
     return 0

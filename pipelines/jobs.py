@@ -100,11 +100,12 @@ def train(store: str | os.PathLike, out: str | os.PathLike, config: Any = None, 
     t0 = time.perf_counter()
     model = ColdStartRecommender(seed=seed, **opts).fit(kg)
     model.save(out)
-    hist = model.history.get("resolver", {}).get("history", [])
-    best = max(hist, key=lambda r: r.get("val_ndcg_mean", -1.0)) if hist else {}
+    report = model.history.get("resolver", {}).get("validation", {})
     return {"model": str(out), "store": str(store), "store_version": kg.version, "seconds": time.perf_counter() - t0,
             "encoder_epochs": model.history["encoder"]["epochs"],
-            "validation_ndcg@20": {k[len("val_ndcg_"):]: v for k, v in best.items() if k.startswith("val_ndcg_")}}
+            "validation_ndcg@20": {regime: scores["final"] for regime, scores in report.items()},
+            "validation_ingredients": {regime: {k: v for k, v in scores.items() if k != "final"}
+                                       for regime, scores in report.items()}}
 
 
 # ------------------------------------------------------------------------------------ recommend

@@ -181,3 +181,15 @@ def test_ray_engine_equals_local(work, tmp_path):
         assert sorted(p.name for p in (tmp / "users").iterdir()) == before
     finally:
         ray.shutdown()
+
+
+def test_train_prints_each_regimes_validation_beside_its_ingredients(chain, tmp_path, capsys):
+    """``kgcs train`` reports, per regime, the recipe's validation NDCG@20 and each ingredient's."""
+    from pipelines.cli import main
+
+    shutil.copytree(chain / "store", tmp_path / "store")
+    assert main(["train", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "m"),
+                 "--config", str(chain / "tiny.toml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "validation NDCG@20" in x)
+    assert "warm " in line and "(dot " in line and "cold_item " in line and "text_knn " in line, line
