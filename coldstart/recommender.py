@@ -54,9 +54,9 @@ class RecommenderConfig:
     ``patience``, ``batch_size`` (``None``: about 40 steps per epoch, 1,024 to 8,192 pairs), ``lr``,
     ``cold_rate`` (simulated cold items/users per step), ``id_dropout``, ``kg_loss``, ``val_frac``.
 
-    Resolver (:mod:`coldstart.trainer`): ``val_frac`` (share of the items, of the users and of
-    the remaining interactions held out to choose the recipe and stop the encoder; 0: no
-    validation, default recipe), ``knn`` (text neighbours of a new item), ``finetune_epochs``,
+    Resolver (:mod:`coldstart.trainer`): ``val_frac`` (share of the users and of the remaining
+    interactions, and half the share of the items, held out to choose the recipe and stop the
+    encoder; 0: no validation, default recipe), ``knn`` (text neighbours of a new item), ``finetune_epochs``,
     ``finetune_layers`` (fine-tune the top layers of the language model so that an item's text lands
     near its trained vector — :func:`encoders.finetune_text` — and offer that vector as an
     ingredient of new items; 0 epochs: off), ``simulate`` (offer
