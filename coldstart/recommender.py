@@ -55,7 +55,7 @@ class RecommenderConfig:
     ``cold_rate`` (simulated cold items/users per step), ``id_dropout``, ``kg_loss``, ``val_frac``.
 
     Resolver (:mod:`coldstart.trainer`): ``val_frac`` (share of the users and of the remaining
-    interactions, and half the share of the items, held out to choose the recipe and stop the
+    interactions, and twice that share of the items, held out to choose the recipe and stop the
     encoder; 0: no validation, default recipe), ``knn`` (text neighbours of a new item), ``finetune_epochs``,
     ``finetune_layers`` (fine-tune the top layers of the language model so that an item's text lands
     near its trained vector — :func:`encoders.finetune_text` — and offer that vector as an
