@@ -89,7 +89,7 @@ class RecommenderConfig:
     kg_loss: float = 0.0
     val_frac: float = 0.1
     knn: int = 10
-    finetune_epochs: int = 0
+    finetune_epochs: int = 2
     finetune_layers: int = 1
     simulate: bool = True
     refit_epochs: int | None = None

@@ -221,26 +221,14 @@ class TunedTextEncoder(TextEncoder):
         hidden = self.model(**inputs).last_hidden_state.float()
         return _pool(hidden, inputs["attention_mask"])
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` into the target space: float32 [n, dim], L2-normalised rows, input order."""
-        import torch
+    def _amp(self):
+        return _autocast(self.device, self.precision)  # the tuned encoding runs fp32 on the CPU
+
+    def _embed(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The head's output (target space), L2-normalised: what :meth:`encode` returns per batch."""
         import torch.nn.functional as F
 
-        texts = _check_texts(texts)
-        n = len(texts)
-        if n == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        ids, type_ids = self._tokenize(texts)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")
-        pieces = []
-        with torch.inference_mode(), _autocast(self.device, self.precision):
-            for start in range(0, n, self.batch_size):
-                inputs = self._batch(ids, type_ids, order[start: start + self.batch_size], lengths)
-                pieces.append(F.normalize(self.head(self.pooled(inputs)).float(), dim=1))
-        out = np.empty((n, self.dim), dtype=np.float32)
-        out[order] = torch.cat(pieces).cpu().numpy()
-        return out
+        return F.normalize(self.head(self.pooled(inputs)).float(), dim=1)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the trained weights (safetensors) and the manifest (JSON) to ``folder``."""

@@ -343,7 +343,6 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns float32 [n, dim] with L2-normalised rows, in input order."""
         import torch
-        import torch.nn.functional as F
         from tqdm.auto import tqdm
 
         texts = _check_texts(texts)
@@ -356,10 +355,6 @@ class TextEncoder:
         # Longest first: batches of similar length waste little compute on padding, and any
         # out-of-memory error shows up on the first batch rather than at the end.
         order = np.argsort(-lengths, kind="stable")
-        if self.precision != "fp32":
-            amp = torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
-        else:
-            amp = contextlib.nullcontext()
 
         pieces = []
         starts = range(0, n, self.batch_size)
@@ -370,20 +365,34 @@ class TextEncoder:
             unit="batch",
             disable=not self.show_progress or n < _PROGRESS_MIN_TEXTS,
         )
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), self._amp():
             for start in bar:
                 inputs = self._batch(ids, type_ids, order[start : start + self.batch_size], lengths)
-                hidden = self.model(**inputs).last_hidden_state.float()
-                m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                # Pool in fp32 regardless of autocast: sums over up to max_length tokens.
-                pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-                pieces.append(F.normalize(pooled, p=2, dim=1))
+                pieces.append(self._embed(inputs))
         bar.close()
         # One device->host copy at the end instead of a sync per batch.
         emb = torch.cat(pieces).float().cpu().numpy()
         out = np.empty((n, self.dim), dtype=np.float32)
         out[order] = emb
         return out
+
+    def _amp(self):
+        """The autocast context of ``precision`` (none for fp32)."""
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+    def _embed(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """L2-normalised mean-pooled vectors of one tokenised batch."""
+        import torch.nn.functional as F
+
+        hidden = self.model(**inputs).last_hidden_state.float()
+        m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        # Pool in fp32 regardless of autocast: sums over up to max_length tokens.
+        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(pooled, p=2, dim=1)
 
     def encode_cached(self, texts: Sequence[str], cache: EmbeddingCache) -> np.ndarray:
         """Like :meth:`encode`, but reuse embeddings stored in ``cache`` and store new ones.

@@ -22,7 +22,7 @@ SAMPLE_USERS = dict(id_col="user_id", text_cols=["age", "gender"],
                                  "favourite_genres": ("likes_genre", "genre")}, sep="|")
 
 # a ColdStartRecommender small and quick enough for tests on the samples
-TINY_MODEL = dict(dim=16, layers=2, epochs=6, patience=3, batch_size=1024,
+TINY_MODEL = dict(dim=16, layers=2, epochs=6, patience=3, batch_size=1024, finetune_epochs=0,
                   progress=False, device="cpu")
 
 

@@ -21,7 +21,7 @@ from kg import KnowledgeGraph  # noqa: E402
 from kg.errors import KGError, ModelError  # noqa: E402
 from pipelines.cli import main  # noqa: E402
 
-TINY = dict(dim=16, layers=1, epochs=1, patience=1, batch_size=2048,
+TINY = dict(dim=16, layers=1, epochs=1, patience=1, batch_size=2048, finetune_epochs=0,
             progress=False, device="cpu")
 RESOLVER = "resolver.safetensors"
 ENCODER = "encoder/model.safetensors"

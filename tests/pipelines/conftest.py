@@ -15,6 +15,7 @@ layers = 2
 epochs = 6
 patience = 3
 batch_size = 1024
+finetune_epochs = 0
 device = "cpu"
 """
 

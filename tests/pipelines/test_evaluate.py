@@ -23,7 +23,7 @@ from kg.evaluation import split_cold_items, split_cold_users, split_warm  # noqa
 from kg.evaluation import rank_metrics  # noqa: E402
 from pipelines.evaluate import PopularityBaseline, TextKNNBaseline, _Ranker, evaluate  # noqa: E402
 
-TINY = dict(dim=16, layers=2, epochs=4, patience=2, batch_size=1024,
+TINY = dict(dim=16, layers=2, epochs=4, patience=2, batch_size=1024, finetune_epochs=0,
             device="cpu")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILES = ("metrics.json", "report.md", "metrics_by_protocol.png", "metrics_by_activity.png")
