@@ -4,7 +4,7 @@
     python bench/quality.py --datasets ml-100k --seeds 0 1 2 --jobs 2   # one seed per core, 1 thread each
     python bench/quality.py --datasets citeulike-t --methods popularity lightfm kg-coldstart
     python bench/quality.py --mode importers                     # the project trained from kg.datasets stores
-    python bench/quality.py --datasets ml-100k --protocols cold-items --methods kg-coldstart-frozen-lm kg-coldstart-no-simulation
+    python bench/quality.py --datasets ml-100k --protocols cold-items --methods kg-coldstart-frozen-lm kg-coldstart+simulation
     bash bench/install_lightfm.sh                                # LightFM (benchmark-only dependency)
 
 Modes. ``public-api`` (default): ``kg-coldstart`` is driven only through polars frames and the
@@ -59,7 +59,7 @@ PROTOCOLS = ["cold-items", "cold-users", "warm"]
 METHODS = ["popularity", "text-knn", "lightfm", "lightgcn", "aldi", "reference", "kg-coldstart"]
 PROJECT = "kg-coldstart"
 # ablation rows: the project with one part switched (same protocols, splits and run as the rest)
-ABLATIONS = {"kg-coldstart-frozen-lm": {"finetune_epochs": 0}, "kg-coldstart-no-simulation": {"simulate": False}}
+ABLATIONS = {"kg-coldstart-frozen-lm": {"finetune_epochs": 0}, "kg-coldstart+simulation": {"simulate": True}}
 ROW_PROTOCOL = {"cold-items": "cold-items", "zero-shot": "cold-users-zero-shot", "few-shot": "cold-users-few-shot",
                 "zero-shot@few-shot": "cold-users-zero-shot@few-shot", "warm": "warm"}
 # no user attributes: a zero-shot user is the popularity list for every method

@@ -60,7 +60,8 @@ class RecommenderConfig:
     ``finetune_layers`` (fine-tune the top layers of the language model so that an item's text lands
     near its trained vector — :func:`encoders.finetune_text` — and offer that vector as an
     ingredient of new items; 0 epochs: off), ``simulate`` (offer
-    simulated first interactions of new items to the validation choice), ``refit_epochs``
+    simulated first interactions of new items to the validation choice; off by default: on ML-100K
+    validation never chose them), ``refit_epochs``
     (epochs of training on all the data after the carved fit; ``None``: a third of the carved
     fit's best epoch, at least 2), ``fewshot_order`` (which of a training user's items stand in
     for onboarding: ``"time"``, its earliest — what a real sign-up's onboarding is; ``"random"``;
@@ -91,7 +92,7 @@ class RecommenderConfig:
     knn: int = 10
     finetune_epochs: int = 2
     finetune_layers: int = 1
-    simulate: bool = True
+    simulate: bool = False
     refit_epochs: int | None = None
     fewshot_order: str = "auto"
     text_model: str | None = None
