@@ -73,9 +73,9 @@ class ResolverTrainer:
     ingredient alone."""
 
     def __init__(self, kg: KnowledgeGraph, st: ServingState, carving: Carving, resolver: Resolver,
-                 *, by_time: bool, seed: int, simulate: bool = True, k: int = 20) -> None:
+                 *, by_time: bool, seed: int, simulate: bool = True, k: int = 20, max_users: int = 2000) -> None:
         self.kg, self.st, self.carving, self.res = kg, st, carving, resolver
-        self.by_time, self.seed, self.simulate, self.k = by_time, seed, simulate, k
+        self.by_time, self.seed, self.simulate, self.k, self.max_users = by_time, seed, simulate, k, max_users
         self.mix = replace(resolver.mixing)
         self.fit_pairs = st.train_pairs
         self.warm_items = np.flatnonzero(st.warm("item"))
@@ -96,8 +96,11 @@ class ResolverTrainer:
         def score(rows):
             return (au[rows, None] * ai_s[None, :]) * (zu[rows] @ zi_s.T) + bi_s[None, :]
 
+        users = np.unique(test[0])
+        if len(users) > self.max_users:  # a fixed seeded sample: every candidate is judged on the same users
+            users = np.sort(np.random.default_rng(self.seed).choice(users, self.max_users, replace=False))
         m = ranking_metrics(zu, zi, self.fit_pairs if train is None else train, test, self.k, self.seed,
-                            items=items, score=score)
+                            users=users, items=items, score=score)
         return float(m["ndcg"])
 
     def best(self, name: str, stages: list, evaluate, ingredients: dict[str, dict]) -> float:
