@@ -67,15 +67,16 @@ def attribute_matrix(kg: KnowledgeGraph, cols: AttributeColumns, user_text: np.n
     import scipy.sparse as sp
 
     n_u = kg.num_nodes("user")
-    col_of = {c: j for j, c in enumerate(zip(cols.type_code.tolist(), cols.index.tolist()))}
+    keys = cols.type_code * (1 << 40) + cols.index  # sorted, as attribute_columns builds them
     rows, cs = [], []
-    for t, u, o in _user_links(kg):
-        if t not in cols.types:
+    for t, u, o in _user_links(kg):  # vectorised: this runs on every refresh, over every user link
+        if t not in cols.types or not len(keys):
             continue
-        code = cols.types.index(t)
-        j = np.fromiter((col_of.get((code, x), -1) for x in o.tolist()), np.int64, count=len(o))
-        rows.append(u[j >= 0])
-        cs.append(j[j >= 0])
+        key = cols.types.index(t) * (1 << 40) + o
+        j = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        hit = keys[j] == key
+        rows.append(u[hit])
+        cs.append(j[hit])
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     c = np.concatenate(cs) if cs else np.zeros(0, np.int64)
     X = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(n_u, len(cols.index)))
